@@ -1,0 +1,45 @@
+"""Twilio Conversations webhooks for Django: saved messages, conversations linked to
+the site's bookings and apartments by the customer's phone."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .models import AbstractTwilioConversation, AbstractTwilioMessage
+
+
+def _get_model(setting: str):
+    from django.apps import apps
+    from django.core.exceptions import ImproperlyConfigured
+
+    from .conf import convlink_settings
+
+    label = getattr(convlink_settings, setting)
+    try:
+        return apps.get_model(label, require_ready=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f'TWILIO_CONVLINK["{setting}"] must be of the form "app_label.ModelName", not {label!r}.'
+        ) from None
+    except LookupError:
+        raise ImproperlyConfigured(
+            f'TWILIO_CONVLINK["{setting}"] refers to model {label!r}, which is not installed.'
+        ) from None
+
+
+def get_conversation_model() -> type[AbstractTwilioConversation]:
+    """The site's concrete conversation model, as ``get_user_model()`` is for users."""
+    return _get_model("CONVERSATION_MODEL")
+
+
+def get_message_model() -> type[AbstractTwilioMessage]:
+    """The site's concrete message model."""
+    return _get_model("MESSAGE_MODEL")
+
+
+def get_booking_model():
+    """The site's booking model, named by ``TWILIO_CONVLINK["BOOKING_MODEL"]``."""
+    return _get_model("BOOKING_MODEL")

@@ -1,0 +1,24 @@
+import logging
+
+from django.apps import AppConfig
+from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
+from django.utils.translation import gettext_lazy as _
+
+logger = logging.getLogger(__name__)
+
+
+class TwilioConvlinkConfig(AppConfig):
+    name = "django_twilio_convlink"
+    label = "twilio_convlink"
+    verbose_name = _("Twilio conversations")
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks, signals  # noqa: F401  (registers the system checks)
+
+        try:
+            signals.connect()
+        except (ImproperlyConfigured, FieldDoesNotExist, LookupError) as exc:
+            # The system checks report the setting precisely; starting up must not
+            # crash first with a less helpful traceback.
+            logger.debug("Retroactive linking not connected: %s", exc)

@@ -1,0 +1,168 @@
+"""System checks: every settings mistake named at ``manage.py check`` with its fix.
+
+IDs are stable (twilio_convlink.E001...) so a site can silence one deliberately.
+No check touches the database: a fresh ``migrate`` must never trip over them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.apps import apps
+from django.core import checks
+from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
+from django.db import models
+
+from .conf import DEFAULTS, SETTINGS_NAME, convlink_settings
+from .phones import normalize_phone
+
+SETTINGS_HINT = f"Set it in settings.{SETTINGS_NAME}; see the settings table in the README."
+
+
+def _error(msg: str, hint: str, id: int) -> checks.Error:
+    return checks.Error(msg, hint=hint, id=f"twilio_convlink.E{id:03d}")
+
+
+def _model(key: str, errors: list, abstract_base: type | None = None) -> type[models.Model] | None:
+    label = convlink_settings.get(key)
+    if not label:
+        errors.append(_error(f'{SETTINGS_NAME}["{key}"] is not set.', SETTINGS_HINT, 1))
+        return None
+    try:
+        model = apps.get_model(label)
+    except (ValueError, LookupError):
+        errors.append(_error(
+            f'{SETTINGS_NAME}["{key}"] = {label!r} is not an installed model.',
+            'Use "app_label.ModelName" of a model in INSTALLED_APPS.', 2))
+        return None
+    if abstract_base and not issubclass(model, abstract_base):
+        errors.append(_error(
+            f'{SETTINGS_NAME}["{key}"] = {label!r} does not subclass {abstract_base.__name__}.',
+            f"Declare it as class {model.__name__}({abstract_base.__name__}).", 3))
+        return None
+    return model
+
+
+def _check_booking_fields(booking: type[models.Model], apartment: type[models.Model] | None,
+                          errors: list) -> None:
+    from .booking_lookup import resolve_path
+
+    phone_path = convlink_settings.get("BOOKING_PHONE_FIELD")
+    if not phone_path:
+        errors.append(_error(f'{SETTINGS_NAME}["BOOKING_PHONE_FIELD"] is not set.', SETTINGS_HINT, 1))
+    else:
+        try:
+            _, field = resolve_path(booking, phone_path)
+            if field.is_relation:
+                raise ImproperlyConfigured(f"{field.name!r} is a relation, not a phone field.")
+        except (FieldDoesNotExist, ImproperlyConfigured) as exc:
+            errors.append(_error(
+                f'{SETTINGS_NAME}["BOOKING_PHONE_FIELD"] = {phone_path!r} does not resolve '
+                f"from {booking._meta.label}: {exc}",
+                'Give the ORM path from a booking to the phone, e.g. "tenant__phone".', 4))
+
+    apartment_name = convlink_settings.get("BOOKING_APARTMENT_FIELD")
+    if not apartment_name:
+        errors.append(_error(f'{SETTINGS_NAME}["BOOKING_APARTMENT_FIELD"] is not set.', SETTINGS_HINT, 1))
+    else:
+        try:
+            field = booking._meta.get_field(apartment_name)
+            if not field.many_to_one and not field.one_to_one:
+                raise FieldDoesNotExist(f"{apartment_name!r} is not a foreign key")
+            if apartment is not None and field.related_model is not apartment:
+                raise FieldDoesNotExist(
+                    f"it points to {field.related_model._meta.label}, not {apartment._meta.label}")
+        except FieldDoesNotExist as exc:
+            errors.append(_error(
+                f'{SETTINGS_NAME}["BOOKING_APARTMENT_FIELD"] = {apartment_name!r} is not a '
+                f"foreign key from {booking._meta.label} to APARTMENT_MODEL: {exc}",
+                "Name the booking's foreign key to the apartment model.", 5))
+
+    start, end = convlink_settings.get("BOOKING_START_FIELD"), convlink_settings.get("BOOKING_END_FIELD")
+    if bool(start) != bool(end):
+        errors.append(_error(
+            "BOOKING_START_FIELD and BOOKING_END_FIELD must be set together.",
+            "Set both to enable the date window, or neither to pick the newest booking.", 6))
+    for key, name in (("BOOKING_START_FIELD", start), ("BOOKING_END_FIELD", end)):
+        if not name:
+            continue
+        try:
+            field = booking._meta.get_field(name)
+        except FieldDoesNotExist:
+            field = None
+        if not isinstance(field, models.DateField):  # DateTimeField subclasses DateField
+            errors.append(_error(
+                f'{SETTINGS_NAME}["{key}"] = {name!r} is not a date field of {booking._meta.label}.',
+                "Name a DateField or DateTimeField of the booking model.", 6))
+    window = convlink_settings.get("BOOKING_WINDOW_DAYS")
+    if not isinstance(window, int) or window < 0:
+        errors.append(_error(f'{SETTINGS_NAME}["BOOKING_WINDOW_DAYS"] must be a non-negative integer.',
+                             "The default is 90.", 6))
+
+
+def _check_phones(errors: list, warnings: list) -> None:
+    import phonenumbers
+
+    region = convlink_settings.get("PHONE_REGION")
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        errors.append(_error(f'{SETTINGS_NAME}["PHONE_REGION"] = {region!r} is not a region code.',
+                             'Use an ISO 3166-1 alpha-2 code such as "US".', 9))
+        return
+    for key in ("TWILIO_PHONE", "MANAGER_PHONE"):
+        value = convlink_settings.get(key)
+        if not value:
+            warnings.append(checks.Warning(
+                f'{SETTINGS_NAME}["{key}"] is not set: messages from it would count as inbound.',
+                hint=SETTINGS_HINT, id="twilio_convlink.W002"))
+        elif normalize_phone(value) is None:
+            errors.append(_error(f'{SETTINGS_NAME}["{key}"] = {value!r} is not a phone number.',
+                                 'Write it in E.164, e.g. "+15612205252".', 8))
+    identities = convlink_settings.get("SYSTEM_IDENTITIES", [])
+    if isinstance(identities, str) or not isinstance(identities, list | tuple | set | frozenset):
+        errors.append(_error(f'{SETTINGS_NAME}["SYSTEM_IDENTITIES"] must be a list.',
+                             'For example ["+15551230000", "night-manager"].', 8))
+        return
+    for value in identities:
+        text = str(value).strip()
+        # A value that starts like a phone number must parse as one; otherwise it is
+        # taken as a chat identity and the phone it was meant to be never matches.
+        if text[:1] in "+(0123456789" and text and normalize_phone(text) is None:
+            errors.append(_error(
+                f'{SETTINGS_NAME}["SYSTEM_IDENTITIES"] holds {value!r}, which looks like a '
+                "phone number but does not parse.", 'Write it in E.164, e.g. "+15612205252".', 8))
+
+
+@checks.register()
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    from .models import AbstractTwilioConversation, AbstractTwilioMessage
+
+    errors: list[checks.CheckMessage] = []
+    warnings: list[checks.CheckMessage] = []
+    try:
+        unknown = convlink_settings.unknown_keys()
+    except ImproperlyConfigured as exc:
+        return [_error(str(exc), SETTINGS_HINT, 1)]
+    for key in unknown:
+        warnings.append(checks.Warning(f'{SETTINGS_NAME} has an unknown key "{key}".',
+                                       hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.",
+                                       id="twilio_convlink.W003"))
+    _model("CONVERSATION_MODEL", errors, AbstractTwilioConversation)
+    _model("MESSAGE_MODEL", errors, AbstractTwilioMessage)
+    booking = _model("BOOKING_MODEL", errors)
+    apartment = _model("APARTMENT_MODEL", errors)
+    if booking is not None:
+        _check_booking_fields(booking, apartment, errors)
+    _check_phones(errors, warnings)
+
+    if convlink_settings.get("VALIDATE_SIGNATURE", True):
+        if not convlink_settings.get("AUTH_TOKEN"):
+            errors.append(_error(
+                f'{SETTINGS_NAME}["VALIDATE_SIGNATURE"] is on but AUTH_TOKEN is empty: every '
+                "webhook would be refused with 403.",
+                "Set AUTH_TOKEN to the Twilio auth token (from the environment, never in code).", 7))
+    else:
+        warnings.append(checks.Warning(
+            "Twilio signature validation is off: anyone can post fake messages.",
+            hint='Remove VALIDATE_SIGNATURE=False outside local experiments.',
+            id="twilio_convlink.W001"))
+    return errors + warnings

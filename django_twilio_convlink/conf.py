@@ -1,0 +1,121 @@
+"""The one way this app reads its settings: ``convlink_settings.NAME``.
+
+Every value comes from the ``TWILIO_CONVLINK`` dict in the site's settings and is
+looked up on each access, never cached at import time, so ``override_settings`` in a
+site's tests takes effect at once. Derived values that are costly to compute (the
+normalized set of system phones) are cached and dropped on ``setting_changed``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+SETTINGS_NAME = "TWILIO_CONVLINK"
+
+DEFAULTS: dict[str, Any] = {
+    "ACCOUNT_SID": "",
+    "AUTH_TOKEN": "",
+    "TWILIO_PHONE": "",
+    "MANAGER_PHONE": "",
+    "ASSISTANT_IDENTITY": "ASSISTANT",
+    "SYSTEM_IDENTITIES": [],
+    "CONVERSATION_MODEL": None,
+    "MESSAGE_MODEL": None,
+    "BOOKING_MODEL": None,
+    "APARTMENT_MODEL": None,
+    "BOOKING_PHONE_FIELD": None,
+    "BOOKING_APARTMENT_FIELD": None,
+    "BOOKING_START_FIELD": None,
+    "BOOKING_END_FIELD": None,
+    "BOOKING_WINDOW_DAYS": 90,
+    "PHONE_REGION": "US",
+    "VALIDATE_SIGNATURE": True,
+    "WEBHOOK_URL": None,
+    # Twilio caps a Conversations message body at 32 KiB; anything longer is not Twilio.
+    "MAX_BODY_LENGTH": 32 * 1024,
+}
+
+# Settings without which the app cannot define its models or link anything.
+REQUIRED = ("CONVERSATION_MODEL", "MESSAGE_MODEL", "BOOKING_MODEL", "APARTMENT_MODEL",
+            "BOOKING_PHONE_FIELD", "BOOKING_APARTMENT_FIELD")
+
+
+class ConvlinkSettings:
+    """Attribute access to ``settings.TWILIO_CONVLINK`` with defaults.
+
+    ``convlink_settings.BOOKING_MODEL`` raises ImproperlyConfigured naming the exact
+    key to set when a required value is missing, instead of a KeyError deep inside.
+    """
+
+    def _user_settings(self) -> dict[str, Any]:
+        value = getattr(settings, SETTINGS_NAME, {})
+        if not isinstance(value, dict):
+            raise ImproperlyConfigured(f"settings.{SETTINGS_NAME} must be a dict.")
+        return value
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"{SETTINGS_NAME} has no setting {name!r}")
+        value = self._user_settings().get(name, DEFAULTS[name])
+        if name in REQUIRED and not value:
+            raise ImproperlyConfigured(
+                f'Set {SETTINGS_NAME}["{name}"] in your settings '
+                "(see the settings table in django-twilio-convlink's README)."
+            )
+        return value
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The raw value, or ``default``: for system checks, which must never raise."""
+        try:
+            value = getattr(self, name)
+        except ImproperlyConfigured:
+            return default
+        return default if value is None else value
+
+    def unknown_keys(self) -> list[str]:
+        return sorted(set(self._user_settings()) - set(DEFAULTS))
+
+
+convlink_settings = ConvlinkSettings()
+
+
+@lru_cache(maxsize=1)
+def _system_identity_cache(values: tuple, region: str) -> tuple[frozenset[str], frozenset[str]]:
+    # Imported here: phones imports conf for PHONE_REGION.
+    from .phones import normalize_phone
+
+    phones, identities = set(), set()
+    for raw in values:
+        if not raw:
+            continue
+        normalized = normalize_phone(str(raw), region=region)
+        if normalized:
+            phones.add(normalized)
+        else:
+            identities.add(str(raw).strip())
+    return frozenset(phones), frozenset(identities)
+
+
+def system_authors() -> tuple[frozenset[str], frozenset[str]]:
+    """(E.164 phones, chat identities) whose messages count as outbound.
+
+    Settings may hold formatted numbers such as "(561) 220-5252"; they are normalized
+    once here. ``system`` is always included: Twilio writes it as the author of a
+    REST-API message sent without one.
+    """
+    s = convlink_settings
+    values = (s.TWILIO_PHONE, s.MANAGER_PHONE, s.ASSISTANT_IDENTITY, "system",
+              *s.SYSTEM_IDENTITIES)
+    return _system_identity_cache(values, s.PHONE_REGION)
+
+
+@receiver(setting_changed)
+def _clear_caches(*, setting: str, **kwargs: Any) -> None:
+    if setting == SETTINGS_NAME:
+        _system_identity_cache.cache_clear()

@@ -1,0 +1,175 @@
+"""Twilio's form fields in, typed events out; every bad value becomes InvalidPayload.
+
+Parsing is complete before anything is written, so a payload with a malformed field
+is refused with a 400 and a reason, never half-saved. Unknown event types and
+unknown fields are accepted: Twilio adds both without notice.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django.utils.dateparse import parse_datetime
+
+from .conf import convlink_settings
+
+CONVERSATION_SID = re.compile(r"^CH[0-9a-fA-F]{32}$")
+MESSAGE_SID = re.compile(r"^IM[0-9a-fA-F]{32}$")
+PARTICIPANT_SID = re.compile(r"^MB[0-9a-fA-F]{32}$")
+SERVICE_SID = re.compile(r"^(IS|MG)[0-9a-fA-F]{32}$")
+
+
+class InvalidPayload(ValueError):
+    """The delivery is signed but its fields are not what Twilio sends (400)."""
+
+
+@dataclass(frozen=True)
+class MessageEvent:
+    """onMessageAdded, onMessageUpdated, onMessageRemoved."""
+
+    event_type: str
+    conversation_sid: str
+    message_sid: str
+    author: str
+    body: str
+    index: int | None
+    date_created: datetime.datetime | None
+    date_updated: datetime.datetime | None
+    date_removed: datetime.datetime | None
+    source: str
+    participant_sid: str
+    attributes: Any
+    media: list
+
+
+@dataclass(frozen=True)
+class ConversationEvent:
+    """onConversationAdded, onConversationUpdated, onConversationStateUpdated."""
+
+    event_type: str
+    conversation_sid: str
+    friendly_name: str
+    unique_name: str
+    state: str
+    chat_service_sid: str
+    messaging_service_sid: str
+    attributes: Any
+    date_created: datetime.datetime | None
+    binding_address: str
+
+
+@dataclass(frozen=True)
+class OtherEvent:
+    """Everything the app acknowledges without storing (participants, receipts, ...)."""
+
+    event_type: str
+
+
+Event = MessageEvent | ConversationEvent | OtherEvent
+
+MESSAGE_EVENTS = {"onMessageAdded", "onMessageUpdated", "onMessageRemoved"}
+CONVERSATION_EVENTS = {"onConversationAdded", "onConversationUpdated", "onConversationStateUpdated"}
+
+
+def _sid(data: Mapping[str, str], name: str, pattern: re.Pattern, *, required: bool = True) -> str:
+    value = data.get(name, "")
+    if not value:
+        if required:
+            raise InvalidPayload(f"{name} is missing.")
+        return ""
+    if not pattern.match(value):
+        raise InvalidPayload(f"{name} {value[:40]!r} is not a Twilio SID ({pattern.pattern[1:3]}...).")
+    return value
+
+
+def _json(data: Mapping[str, str], name: str, default: Any) -> Any:
+    raw = data.get(name, "")
+    if not raw:
+        return default
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise InvalidPayload(f"{name} is not valid JSON.") from None
+    # PostgreSQL's jsonb refuses the NUL character; refuse it here with a 400 rather
+    # than let the INSERT fail with a 500 that Twilio would retry forever.
+    if "\\u0000" in json.dumps(value):
+        raise InvalidPayload(f"{name} contains a NUL character.")
+    return value
+
+
+def _date(data: Mapping[str, str], name: str) -> datetime.datetime | None:
+    raw = data.get(name, "")
+    if not raw:
+        return None
+    try:
+        value = parse_datetime(raw)
+    except ValueError:
+        value = None
+    if value is None:
+        raise InvalidPayload(f"{name} {raw[:40]!r} is not an ISO 8601 date and time.")
+    return value
+
+
+def _index(data: Mapping[str, str]) -> int | None:
+    raw = data.get("Index", "")
+    if raw == "":
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 9:
+        raise InvalidPayload(f"Index {raw[:20]!r} is not a non-negative integer.")
+    return int(raw)
+
+
+def _text(data: Mapping[str, str], name: str, max_length: int) -> str:
+    value = data.get(name, "")
+    if len(value) > max_length:
+        raise InvalidPayload(f"{name} is {len(value)} characters long; the limit is {max_length}.")
+    return value
+
+
+def parse_event(data: Mapping[str, str]) -> Event:
+    """Turn a webhook's POST data (a QueryDict or dict of strings) into an event."""
+    values = (v for _, vs in data.lists() for v in vs) if hasattr(data, "lists") else data.values()
+    if any("\x00" in value for value in values):
+        # No database text column stores NUL (PostgreSQL raises); Twilio never sends it.
+        raise InvalidPayload("A field contains a NUL character.")
+    event_type = data.get("EventType", "")
+    if not event_type:
+        raise InvalidPayload("EventType is missing.")
+    if event_type in MESSAGE_EVENTS:
+        media = _json(data, "Media", [])
+        if not isinstance(media, list):
+            raise InvalidPayload("Media must be a JSON list.")
+        return MessageEvent(
+            event_type=event_type,
+            conversation_sid=_sid(data, "ConversationSid", CONVERSATION_SID),
+            message_sid=_sid(data, "MessageSid", MESSAGE_SID),
+            author=_text(data, "Author", 255),
+            body=_text(data, "Body", convlink_settings.MAX_BODY_LENGTH),
+            index=_index(data),
+            date_created=_date(data, "DateCreated"),
+            date_updated=_date(data, "DateUpdated"),
+            date_removed=_date(data, "DateRemoved"),
+            source=_text(data, "Source", 20),
+            participant_sid=_sid(data, "ParticipantSid", PARTICIPANT_SID, required=False),
+            attributes=_json(data, "Attributes", {}),
+            media=media,
+        )
+    if event_type in CONVERSATION_EVENTS:
+        return ConversationEvent(
+            event_type=event_type,
+            conversation_sid=_sid(data, "ConversationSid", CONVERSATION_SID),
+            friendly_name=_text(data, "FriendlyName", 255),
+            unique_name=_text(data, "UniqueName", 255),
+            state=_text(data, "StateTo", 20) or _text(data, "State", 20),
+            chat_service_sid=_sid(data, "ChatServiceSid", SERVICE_SID, required=False),
+            messaging_service_sid=_sid(data, "MessagingServiceSid", SERVICE_SID, required=False),
+            attributes=_json(data, "Attributes", {}),
+            date_created=_date(data, "DateCreated"),
+            binding_address=_text(data, "MessagingBinding.Address", 1000),
+        )
+    return OtherEvent(event_type=event_type)

@@ -1,0 +1,270 @@
+"""Linking conversations to bookings: at once, retroactively, and on demand.
+
+Three ways a conversation gets its booking and apartment:
+
+* automatic: the first time the app learns the customer's phone (first customer
+  message or onConversationAdded, whichever comes first), one lookup;
+* retroactive: a booking (or the model holding its phone) is saved later, and the
+  customer's unlinked conversations are bulk-updated to it after the commit;
+* manual: an admin sets the booking; automation never touches that link again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from django.db import transaction
+from django.utils import timezone
+
+from . import get_conversation_model
+from .booking_lookup import booking_fields, find_booking, window_q
+from .models import AbstractTwilioConversation, BookingPhone, LinkMethod
+from .phones import normalize_phone
+
+logger = logging.getLogger(__name__)
+
+
+def link_on_first_phone(conversation: AbstractTwilioConversation, phone: str) -> bool:
+    """Record the customer's phone and run the one booking lookup for ``conversation``.
+
+    Does nothing (and runs no query) when the lookup already ran. The claim is a
+    conditional UPDATE, so of two concurrent first messages only one links, and a
+    booking found never replaces a link an admin set by hand. Returns True when a
+    booking was linked.
+    """
+    if conversation.booking_lookup_at is not None:
+        return False
+    now = timezone.now()
+    updates = {"customer_phone": phone, "booking_lookup_at": now}
+    booking = None
+    if conversation.booking_id is None and conversation.link_method != LinkMethod.MANUAL:
+        fields = booking_fields()
+        booking = find_booking(phone, fields)
+        if booking is not None:
+            updates.update(
+                booking_id=booking.pk,
+                apartment_id=getattr(booking, fields.apartment_attname),
+                link_method=LinkMethod.AUTOMATIC,
+                linked_at=now,
+            )
+    claimed = type(conversation)._default_manager.filter(
+        pk=conversation.pk, booking_lookup_at__isnull=True
+    ).update(**updates)
+    if not claimed:
+        return False
+    for name, value in updates.items():
+        setattr(conversation, name, value)
+    if booking is not None:
+        logger.info("Linked conversation %s to booking %s (phone %s)",
+                    conversation.conversation_sid, booking.pk, phone)
+    return booking is not None
+
+
+def _unlinked(phone: str):
+    # Unlinked means no booking and no admin decision: a manager who cleared a link
+    # by hand (link_method=manual, booking empty) has decided, automation stays out.
+    return (
+        get_conversation_model()._default_manager
+        .filter(customer_phone=phone, booking__isnull=True)
+        .exclude(link_method=LinkMethod.MANUAL)
+    )
+
+
+def link_conversations_to_booking(booking_pk, method: str = LinkMethod.RETROACTIVE) -> int:
+    """Sync the booking's phone index row and link its customer's unlinked
+    conversations to it, when its stay is inside the lookup window.
+
+    Three queries whatever the number of conversations: read the booking, upsert its
+    phone, one bulk UPDATE. Returns the number of conversations linked.
+    """
+    fields = booking_fields()
+    values = [fields.phone_path, fields.apartment_attname]
+    qs = fields.model._default_manager.filter(pk=booking_pk)
+    if fields.has_dates:
+        qs = qs.annotate(_convlink_in_window=window_q(fields, timezone.localdate()))
+        values.append("_convlink_in_window")
+    row = qs.values(*values).first()
+    if row is None:
+        return 0  # deleted before the commit hook ran
+    phone = normalize_phone(row[fields.phone_path])
+    _store_booking_phones([booking_pk], phone)
+    if phone is None or (fields.has_dates and not row["_convlink_in_window"]):
+        return 0
+    now = timezone.now()
+    linked = _unlinked(phone).update(
+        booking_id=booking_pk,
+        apartment_id=row[fields.apartment_attname],
+        link_method=method,
+        linked_at=now,
+        booking_lookup_at=now,
+        updated_at=now,
+    )
+    if linked:
+        logger.info("Linked %d conversation(s) of %s to booking %s", linked, phone, booking_pk)
+    return linked
+
+
+def relink_phone_holder(holder_pk) -> int:
+    """A tenant (the model along BOOKING_PHONE_FIELD) was saved: its phone may have
+    changed, so re-index its bookings and link its unlinked conversations to the best
+    one. Returns the number of conversations linked."""
+    fields = booking_fields()
+    holder_field = fields.phone_path.rpartition("__")[2]
+    raw = (
+        fields.holder_model._default_manager.filter(pk=holder_pk)
+        .values_list(holder_field, flat=True).first()
+    )
+    phone = normalize_phone(raw)
+    booking_pks = list(
+        fields.model._default_manager.filter(**{fields.holder_path: holder_pk})
+        .values_list("pk", flat=True)
+    )
+    _store_booking_phones(booking_pks, phone)
+    if phone is None or not booking_pks:
+        return 0
+    booking = find_booking(phone, fields)
+    if booking is None:
+        return 0
+    now = timezone.now()
+    return _unlinked(phone).update(
+        booking_id=booking.pk,
+        apartment_id=getattr(booking, fields.apartment_attname),
+        link_method=LinkMethod.RETROACTIVE,
+        linked_at=now,
+        booking_lookup_at=now,
+        updated_at=now,
+    )
+
+
+def _store_booking_phones(booking_pks: list, phone: str | None) -> None:
+    if not booking_pks:
+        return
+    keys = [str(pk) for pk in booking_pks]
+    if phone is None:
+        BookingPhone.objects.filter(booking_key__in=keys).delete()
+        return
+    # One upsert statement on every backend (ON CONFLICT / ON DUPLICATE KEY).
+    BookingPhone.objects.bulk_create(
+        [BookingPhone(booking_key=key, phone=phone) for key in keys],
+        update_conflicts=True, unique_fields=["booking_key"], update_fields=["phone"],
+    )
+
+
+def forget_booking(booking_pk) -> None:
+    BookingPhone.objects.filter(booking_key=str(booking_pk)).delete()
+
+
+def rebuild_booking_phones(batch_size: int = 2000) -> int:
+    """Rebuild the whole phone index from the booking table, for bulk imports and
+    ``QuerySet.update()`` calls that bypassed the signals. Returns the rows written."""
+    fields = booking_fields()
+    written = 0
+    with transaction.atomic():
+        BookingPhone.objects.all().delete()
+        batch: list[BookingPhone] = []
+        rows = fields.model._default_manager.values_list("pk", fields.phone_path)
+        for pk, raw in rows.iterator(chunk_size=batch_size):
+            phone = normalize_phone(raw)
+            if phone:
+                batch.append(BookingPhone(booking_key=str(pk), phone=phone))
+            if len(batch) >= batch_size:
+                written += len(BookingPhone.objects.bulk_create(batch))
+                batch = []
+        written += len(BookingPhone.objects.bulk_create(batch))
+    return written
+
+
+@dataclass
+class PlannedLink:
+    phone: str
+    booking_pk: object
+    apartment_pk: object
+    conversation_sids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LinkReport:
+    """What ``update_conversation_links`` linked (or, in a dry run, would link)."""
+
+    examined: int = 0
+    links: list[PlannedLink] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def linked(self) -> int:
+        return sum(len(link.conversation_sids) for link in self.links)
+
+    @property
+    def unmatched(self) -> int:
+        return self.examined - self.linked
+
+
+def _group_by_phone(qs) -> Iterator[tuple[str, list[str]]]:
+    current, sids = None, []
+    for sid, phone in qs.order_by("customer_phone", "pk").values_list(
+        "conversation_sid", "customer_phone"
+    ).iterator(chunk_size=2000):
+        if phone != current and sids:
+            yield current, sids
+            sids = []
+        current = phone
+        sids.append(sid)
+    if sids:
+        yield current, sids
+
+
+def update_conversation_links(
+    *, phone: str | None = None, conversation_sid: str | None = None, dry_run: bool = False
+) -> LinkReport:
+    """Look up a booking for every unlinked conversation with a known customer phone,
+    optionally only for one phone (any format) or one conversation SID.
+
+    One lookup and one bulk UPDATE per distinct phone. Manual links and conversations
+    whose manager unlinked them by hand are never touched. Raises ValueError for a
+    phone that does not parse.
+    """
+    Conversation = get_conversation_model()
+    qs = (
+        Conversation._default_manager.filter(booking__isnull=True)
+        .exclude(customer_phone="").exclude(link_method=LinkMethod.MANUAL)
+    )
+    if phone is not None:
+        normalized = normalize_phone(phone)
+        if normalized is None:
+            raise ValueError(f"{phone!r} is not a phone number.")
+        qs = qs.filter(customer_phone=normalized)
+    if conversation_sid is not None:
+        qs = qs.filter(conversation_sid=conversation_sid)
+
+    fields = booking_fields()
+    report = LinkReport(dry_run=dry_run)
+    for customer_phone, sids in _group_by_phone(qs):
+        report.examined += len(sids)
+        booking = find_booking(customer_phone, fields)
+        if booking is None:
+            continue
+        link = PlannedLink(customer_phone, booking.pk,
+                           getattr(booking, fields.apartment_attname), sids)
+        report.links.append(link)
+        if dry_run:
+            continue
+        now = timezone.now()
+        updated = qs.filter(customer_phone=customer_phone).update(
+            booking_id=link.booking_pk, apartment_id=link.apartment_pk,
+            link_method=LinkMethod.RETROACTIVE, linked_at=now,
+            booking_lookup_at=now, updated_at=now,
+        )
+        if updated != len(sids):
+            # Someone linked or created conversations meanwhile; report what happened.
+            del link.conversation_sids[updated:]
+    return report
+
+
+def link_manually(conversation: AbstractTwilioConversation) -> None:
+    """Mark an admin's choice of booking (or of no booking) as manual, so that
+    automation never overwrites it."""
+    conversation.link_method = LinkMethod.MANUAL
+    conversation.linked_at = timezone.now()
+    conversation.booking_lookup_at = conversation.booking_lookup_at or conversation.linked_at

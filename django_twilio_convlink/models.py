@@ -1,0 +1,137 @@
+"""Abstract models the site subclasses, and the phone index the app owns.
+
+As with ``AbstractUser`` and ``AUTH_USER_MODEL``, the site declares concrete
+subclasses in one of its own apps and names them in ``TWILIO_CONVLINK``; the site's
+``makemigrations`` then creates their tables, foreign keys to its own booking and
+apartment models included. Model names are read from settings when this module is
+imported, exactly as Django reads ``AUTH_USER_MODEL`` for ``LogEntry.user``.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from .conf import convlink_settings
+
+
+class Direction(models.TextChoices):
+    INBOUND = "inbound", _("Inbound")
+    OUTBOUND = "outbound", _("Outbound")
+
+
+class LinkMethod(models.TextChoices):
+    AUTOMATIC = "automatic", _("Automatic (customer's first message)")
+    RETROACTIVE = "retroactive", _("Retroactive (booking saved later)")
+    MANUAL = "manual", _("Manual")
+
+
+class AbstractTwilioConversation(models.Model):
+    conversation_sid = models.CharField(_("conversation SID"), max_length=34, unique=True)
+    friendly_name = models.CharField(_("friendly name"), max_length=255, blank=True)
+    unique_name = models.CharField(_("unique name"), max_length=255, blank=True)
+    state = models.CharField(_("state"), max_length=20, blank=True)
+    chat_service_sid = models.CharField(max_length=34, blank=True)
+    messaging_service_sid = models.CharField(max_length=34, blank=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    date_created = models.DateTimeField(_("created at Twilio"), null=True, blank=True)
+
+    customer_phone = models.CharField(
+        _("customer phone"), max_length=32, blank=True, db_index=True,
+        help_text=_("E.164; learned from the customer's first message or the conversation's binding."),
+    )
+    booking = models.ForeignKey(
+        convlink_settings.BOOKING_MODEL, verbose_name=_("booking"),
+        null=True, blank=True, on_delete=models.SET_NULL, related_name="twilio_conversations",
+    )
+    apartment = models.ForeignKey(
+        convlink_settings.APARTMENT_MODEL, verbose_name=_("apartment"),
+        null=True, blank=True, on_delete=models.SET_NULL, related_name="twilio_conversations",
+    )
+    link_method = models.CharField(
+        _("link method"), max_length=12, choices=LinkMethod.choices, blank=True,
+    )
+    linked_at = models.DateTimeField(_("linked at"), null=True, blank=True)
+    # Set once, when the customer's phone is first learned and the booking lookup runs:
+    # the marker that keeps every later message free of booking queries.
+    booking_lookup_at = models.DateTimeField(_("booking looked up at"), null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+        verbose_name = _("Twilio conversation")
+        verbose_name_plural = _("Twilio conversations")
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.friendly_name or self.conversation_sid
+
+    @property
+    def is_linked(self) -> bool:
+        return self.booking_id is not None
+
+
+class AbstractTwilioMessage(models.Model):
+    message_sid = models.CharField(_("message SID"), max_length=34, unique=True)
+    conversation = models.ForeignKey(
+        convlink_settings.CONVERSATION_MODEL, verbose_name=_("conversation"),
+        on_delete=models.CASCADE, related_name="messages",
+    )
+    author = models.CharField(_("author"), max_length=255, blank=True)
+    body = models.TextField(_("body"), blank=True)
+    direction = models.CharField(_("direction"), max_length=8, choices=Direction.choices)
+    index = models.PositiveIntegerField(_("index"), null=True, blank=True)
+    date_created = models.DateTimeField(_("created at Twilio"), null=True, blank=True)
+    date_updated = models.DateTimeField(_("updated at Twilio"), null=True, blank=True)
+    date_removed = models.DateTimeField(
+        _("removed at Twilio"), null=True, blank=True,
+        help_text=_("Set by onMessageRemoved; the row is kept so nothing a customer sent is lost."),
+    )
+    source = models.CharField(_("source"), max_length=20, blank=True)
+    participant_sid = models.CharField(max_length=34, blank=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    media = models.JSONField(default=list, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+        verbose_name = _("Twilio message")
+        verbose_name_plural = _("Twilio messages")
+        ordering = ["conversation_id", "index", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.direction} {self.message_sid}"
+
+    @property
+    def is_removed(self) -> bool:
+        return self.date_removed is not None
+
+
+class BookingPhone(models.Model):
+    """Each booking's customer phone in E.164: the index the booking lookup joins on.
+
+    Sites store phones however their forms let users type them, so the lookup cannot
+    compare the site's column directly, and normalizing 100,000 rows in Python per
+    webhook is out of the question. This table holds one normalized, indexed phone per
+    booking, kept in sync by the signals in ``signals.py`` and rebuilt by
+    ``manage.py rebuild_booking_phones`` after bulk imports that bypass signals.
+
+    The booking is referenced by its primary key as text, not by a foreign key: a
+    foreign key would tie this app's migration to whichever migration of the site
+    creates the booking model, which no static migration can name.
+    """
+
+    booking_key = models.CharField(max_length=64, unique=True)
+    phone = models.CharField(max_length=32)
+
+    class Meta:
+        verbose_name = _("booking phone")
+        # Covers the lookup (phone -> booking keys) without touching the table.
+        indexes = [models.Index(fields=["phone", "booking_key"], name="convlink_phone_booking")]
+
+    def __str__(self) -> str:
+        return f"{self.booking_key}: {self.phone}"

@@ -1,0 +1,132 @@
+"""Conversations and messages into the database: once each, whatever the retries.
+
+Twilio redelivers, delivers concurrently and out of order. Two rules keep the rows
+single and complete:
+
+* a conversation row is created with INSERT ... ON CONFLICT DO NOTHING (INSERT IGNORE
+  on MariaDB) and then read back ``FOR UPDATE``; every write about one conversation
+  holds that row lock, so its messages are processed one at a time;
+* under the lock, a message SID is looked up before it is inserted, so a redelivery
+  or a concurrent duplicate finds the first row instead of failing or doubling.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from . import get_conversation_model, get_message_model
+from .events import ConversationEvent, MessageEvent
+from .models import AbstractTwilioConversation, AbstractTwilioMessage, Direction
+from .phones import is_system_author
+
+PLACEHOLDER_NAME = "Conversation {sid}"
+
+
+def save_conversation_to_db(
+    conversation_sid: str, **fields: Any
+) -> tuple[AbstractTwilioConversation, bool]:
+    """Fetch or create the conversation ``conversation_sid``, locked for this transaction.
+
+    ``fields`` complete the row: on creation they are its values (the friendly name
+    defaults to "Conversation {sid}"); on an existing row they fill what is still blank
+    or a placeholder, never overwrite what an earlier event set. Returns
+    (conversation, created).
+    """
+    Conversation = get_conversation_model()
+    manager = Conversation._default_manager
+    with transaction.atomic(savepoint=False):
+        locked = manager.select_for_update()
+        conversation = locked.filter(conversation_sid=conversation_sid).first()
+        created = conversation is None
+        if created:
+            values = {k: v for k, v in fields.items() if v not in (None, "")}
+            values.setdefault("friendly_name", PLACEHOLDER_NAME.format(sid=conversation_sid))
+            # DO NOTHING instead of an IntegrityError: a concurrent delivery may insert
+            # the same SID between our SELECT and INSERT; both then read the one row.
+            manager.bulk_create(
+                [Conversation(conversation_sid=conversation_sid, **values)],
+                ignore_conflicts=True,
+            )
+            conversation = locked.get(conversation_sid=conversation_sid)
+        else:
+            _complete(conversation, fields)
+    return conversation, created
+
+
+def _complete(conversation: AbstractTwilioConversation, fields: dict[str, Any]) -> None:
+    """Fill blanks from a later (or earlier-sent, later-arrived) event."""
+    placeholder = PLACEHOLDER_NAME.format(sid=conversation.conversation_sid)
+    changed = []
+    for name, value in fields.items():
+        if value in (None, "", {}, []):
+            continue
+        current = getattr(conversation, name)
+        if (name == "friendly_name" and current == placeholder) or current in (None, "", {}, []):
+            setattr(conversation, name, value)
+            changed.append(name)
+        elif name == "state" and current != value:
+            setattr(conversation, name, value)  # state moves on; the newest event wins
+            changed.append(name)
+    if changed:
+        conversation.save(update_fields=[*changed, "updated_at"])
+
+
+def direction_of(author: str | None) -> str:
+    return Direction.OUTBOUND if is_system_author(author) else Direction.INBOUND
+
+
+def save_message_to_db(
+    conversation: AbstractTwilioConversation, event: MessageEvent
+) -> tuple[AbstractTwilioMessage, bool]:
+    """Store the message of ``event`` in ``conversation`` (which the caller holds locked,
+    see save_conversation_to_db) or update the stored one. Returns (message, created).
+
+    onMessageAdded for a stored SID is a redelivery and changes nothing. Updated and
+    Removed events change body, attributes, media and dates, and create the row when
+    they overtake its onMessageAdded: nothing the customer sent is dropped.
+    """
+    Message = get_message_model()
+    message = Message._default_manager.filter(message_sid=event.message_sid).first()
+    if message is None:
+        message = Message._default_manager.create(
+            message_sid=event.message_sid,
+            conversation=conversation,
+            author=event.author,
+            body=event.body,
+            direction=direction_of(event.author),
+            index=event.index,
+            date_created=event.date_created,
+            date_updated=event.date_updated,
+            date_removed=event.date_removed,
+            source=event.source,
+            participant_sid=event.participant_sid,
+            attributes=event.attributes,
+            media=event.media,
+        )
+        return message, True
+    if event.event_type == "onMessageUpdated":
+        message.body = event.body
+        message.attributes = event.attributes
+        message.media = event.media or message.media
+        message.date_updated = event.date_updated or message.date_updated
+        message.save(update_fields=["body", "attributes", "media", "date_updated", "updated_at"])
+    elif event.event_type == "onMessageRemoved":
+        # The row and its body stay: the removal is recorded, the customer's words kept.
+        message.date_removed = event.date_removed or event.date_updated or timezone.now()
+        message.save(update_fields=["date_removed", "updated_at"])
+    return message, False
+
+
+def conversation_fields(event: ConversationEvent) -> dict[str, Any]:
+    return {
+        "friendly_name": event.friendly_name,
+        "unique_name": event.unique_name,
+        "state": event.state,
+        "chat_service_sid": event.chat_service_sid,
+        "messaging_service_sid": event.messaging_service_sid,
+        "attributes": event.attributes,
+        "date_created": event.date_created,
+    }

@@ -1,0 +1,30 @@
+"""A site whose names differ from the example's on purpose: nothing in the app may
+assume "Booking", "tenant__phone" or "start_date"."""
+
+from django.db import models
+
+from django_twilio_convlink.models import AbstractTwilioConversation, AbstractTwilioMessage
+
+
+class Property(models.Model):
+    title = models.CharField(max_length=100)
+
+
+class Guest(models.Model):
+    full_name = models.CharField(max_length=100)
+    mobile = models.CharField(max_length=40, blank=True)
+
+
+class Reservation(models.Model):
+    guest = models.ForeignKey(Guest, null=True, on_delete=models.SET_NULL, related_name="reservations")
+    unit = models.ForeignKey(Property, null=True, on_delete=models.SET_NULL, related_name="reservations")
+    check_in = models.DateField()
+    check_out = models.DateField()
+
+
+class ChatConversation(AbstractTwilioConversation):
+    pass
+
+
+class ChatMessage(AbstractTwilioMessage):
+    pass
