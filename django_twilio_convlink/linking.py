@@ -72,12 +72,24 @@ def _unlinked(phone: str):
     )
 
 
-def link_conversations_to_booking(booking_pk, method: str = LinkMethod.RETROACTIVE) -> int:
-    """Sync the booking's phone index row and link its customer's unlinked
-    conversations to it, when its stay is inside the lookup window.
+def index_booking_phone(booking_pk) -> str | None:
+    """Write the booking's normalized phone into the index (or drop its row when it
+    has none). Two queries. Runs inside the saving transaction, so the index never
+    disagrees with committed bookings. Returns the phone."""
+    fields = booking_fields()
+    raw = (fields.model._default_manager.filter(pk=booking_pk)
+           .values_list(fields.phone_path, flat=True).first())
+    phone = normalize_phone(raw)
+    _store_booking_phones([booking_pk], phone)
+    return phone
 
-    Three queries whatever the number of conversations: read the booking, upsert its
-    phone, one bulk UPDATE. Returns the number of conversations linked.
+
+def link_conversations_to_booking(booking_pk, method: str = LinkMethod.RETROACTIVE) -> int:
+    """Link the booking's customer's unlinked conversations to it, when its stay is
+    inside the lookup window. Returns the number of conversations linked.
+
+    Two queries whatever the number of conversations: read the booking, one bulk
+    UPDATE.
     """
     fields = booking_fields()
     values = [fields.phone_path, fields.apartment_attname]
@@ -89,7 +101,6 @@ def link_conversations_to_booking(booking_pk, method: str = LinkMethod.RETROACTI
     if row is None:
         return 0  # deleted before the commit hook ran
     phone = normalize_phone(row[fields.phone_path])
-    _store_booking_phones([booking_pk], phone)
     if phone is None or (fields.has_dates and not row["_convlink_in_window"]):
         return 0
     now = timezone.now()
@@ -106,23 +117,28 @@ def link_conversations_to_booking(booking_pk, method: str = LinkMethod.RETROACTI
     return linked
 
 
-def relink_phone_holder(holder_pk) -> int:
-    """A tenant (the model along BOOKING_PHONE_FIELD) was saved: its phone may have
-    changed, so re-index its bookings and link its unlinked conversations to the best
-    one. Returns the number of conversations linked."""
+def index_holder_bookings(holder_pk) -> str | None:
+    """A tenant (the model along BOOKING_PHONE_FIELD) was saved: re-index the phone of
+    all its bookings. Three queries. Returns the phone."""
     fields = booking_fields()
     holder_field = fields.phone_path.rpartition("__")[2]
-    raw = (
-        fields.holder_model._default_manager.filter(pk=holder_pk)
-        .values_list(holder_field, flat=True).first()
-    )
+    raw = (fields.holder_model._default_manager.filter(pk=holder_pk)
+           .values_list(holder_field, flat=True).first())
     phone = normalize_phone(raw)
-    booking_pks = list(
-        fields.model._default_manager.filter(**{fields.holder_path: holder_pk})
-        .values_list("pk", flat=True)
-    )
+    booking_pks = list(fields.model._default_manager.filter(**{fields.holder_path: holder_pk})
+                       .values_list("pk", flat=True))
     _store_booking_phones(booking_pks, phone)
-    if phone is None or not booking_pks:
+    return phone
+
+
+def relink_phone_holder(holder_pk) -> int:
+    """Link the tenant's unlinked conversations to the best of its bookings (its phone
+    may just have changed). Returns the number of conversations linked."""
+    fields = booking_fields()
+    holder_field = fields.phone_path.rpartition("__")[2]
+    phone = normalize_phone(fields.holder_model._default_manager.filter(pk=holder_pk)
+                            .values_list(holder_field, flat=True).first())
+    if phone is None:
         return 0
     booking = find_booking(phone, fields)
     if booking is None:

@@ -1,9 +1,14 @@
 """Retroactive linking: the site's booking (and tenant) saves, wired without site code.
 
 Receivers are connected in AppConfig.ready() to whatever models BOOKING_MODEL and
-BOOKING_PHONE_FIELD name. The work runs after the saving transaction commits (a
-rolled-back booking links nothing) and its failures are logged, never raised: a
-booking form must not fail because of a conversation.
+BOOKING_PHONE_FIELD name. Two steps per save:
+
+* the phone index row is written inside the saving transaction (in a savepoint), so
+  a booking and its index entry commit or roll back together;
+* linking conversations runs after the commit (a rolled-back booking links nothing).
+
+Failures of either are logged, never raised: a booking form must not fail because of
+a conversation.
 """
 
 from __future__ import annotations
@@ -12,21 +17,38 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models.signals import post_delete, post_save
 
 from .booking_lookup import booking_fields
-from .linking import forget_booking, link_conversations_to_booking, relink_phone_holder
+from .linking import (
+    forget_booking,
+    index_booking_phone,
+    index_holder_bookings,
+    link_conversations_to_booking,
+    relink_phone_holder,
+)
 
 logger = logging.getLogger(__name__)
 
 
-def _run_after_commit(func: Callable[[Any], int], pk: Any, using: str | None) -> None:
+def _index_now(func: Callable[[Any], Any], instance: Any) -> None:
+    try:
+        with transaction.atomic(using=instance._state.db):
+            func(instance.pk)
+    except DatabaseError:
+        logger.exception("Indexing the phone of %r failed; run rebuild_booking_phones", instance)
+
+
+def _link_after_commit(func: Callable[[Any], int], instance: Any) -> None:
+    pk, using = instance.pk, instance._state.db
+
     def run() -> None:
         try:
             func(pk)
         except Exception:
-            logger.exception("Linking conversations after saving %s failed", pk)
+            logger.exception("Linking conversations after saving %s %s failed",
+                             type(instance).__name__, pk)
 
     transaction.on_commit(run, using=using)
 
@@ -34,17 +56,19 @@ def _run_after_commit(func: Callable[[Any], int], pk: Any, using: str | None) ->
 def booking_saved(sender: type, instance: Any, raw: bool = False, **kwargs: Any) -> None:
     if raw:  # loaddata: related rows may not exist yet; rebuild_booking_phones covers it
         return
-    _run_after_commit(link_conversations_to_booking, instance.pk, instance._state.db)
+    _index_now(index_booking_phone, instance)
+    _link_after_commit(link_conversations_to_booking, instance)
 
 
 def booking_deleted(sender: type, instance: Any, **kwargs: Any) -> None:
-    _run_after_commit(forget_booking, instance.pk, instance._state.db)
+    _index_now(forget_booking, instance)
 
 
 def phone_holder_saved(sender: type, instance: Any, raw: bool = False, **kwargs: Any) -> None:
     if raw:
         return
-    _run_after_commit(relink_phone_holder, instance.pk, instance._state.db)
+    _index_now(index_holder_bookings, instance)
+    _link_after_commit(relink_phone_holder, instance)
 
 
 def connect() -> None:
@@ -57,4 +81,3 @@ def connect() -> None:
     if fields.holder_model is not fields.model:
         post_save.connect(phone_holder_saved, sender=fields.holder_model,
                           dispatch_uid="django_twilio_convlink.phone_holder_saved")
-

@@ -9,10 +9,16 @@ from django_twilio_convlink.models import AbstractTwilioConversation, AbstractTw
 class Property(models.Model):
     title = models.CharField(max_length=100)
 
+    def __str__(self) -> str:
+        return self.title
+
 
 class Guest(models.Model):
     full_name = models.CharField(max_length=100)
     mobile = models.CharField(max_length=40, blank=True)
+
+    def __str__(self) -> str:
+        return self.full_name
 
 
 class Reservation(models.Model):
@@ -20,6 +26,9 @@ class Reservation(models.Model):
     unit = models.ForeignKey(Property, null=True, on_delete=models.SET_NULL, related_name="reservations")
     check_in = models.DateField()
     check_out = models.DateField()
+
+    def __str__(self) -> str:
+        return f"{self.guest} {self.check_in}..{self.check_out}"
 
 
 class ChatConversation(AbstractTwilioConversation):

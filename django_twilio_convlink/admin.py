@@ -1,0 +1,119 @@
+"""ModelAdmin classes a site registers for its concrete models, one line each:
+
+    admin.site.register(TwilioConversation, ConversationAdmin)
+    admin.site.register(TwilioMessage, MessageAdmin)
+
+Nothing is registered here: the app cannot know the site's concrete models, and
+registering for them would take that choice away from the site.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from . import get_message_model
+from .linking import link_manually, update_conversation_links
+
+
+class LinkedFilter(admin.SimpleListFilter):
+    title = _("linked to a booking")
+    parameter_name = "linked"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", _("Linked")), ("no", _("Unlinked"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.filter(booking__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(booking__isnull=True)
+        return queryset
+
+
+class MessageInline(admin.TabularInline):
+    # ``model`` is set per site in ConversationAdmin.get_inline_instances: the concrete
+    # message model is only known from settings at run time.
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = ("date_created", "direction", "author", "body", "source", "date_removed")
+    readonly_fields = fields
+    ordering = ("index", "pk")
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ConversationAdmin(admin.ModelAdmin):
+    list_display = ("conversation_sid", "friendly_name", "customer_phone", "booking",
+                    "apartment", "link_method", "linked_at", "created_at")
+    list_filter = (LinkedFilter, "link_method", "state")
+    search_fields = ("conversation_sid", "customer_phone", "friendly_name")
+    list_select_related = ("booking", "apartment")
+    raw_id_fields = ("booking", "apartment")
+    readonly_fields = ("conversation_sid", "link_method", "linked_at", "booking_lookup_at",
+                       "date_created", "created_at", "updated_at")
+    date_hierarchy = "created_at"
+    actions = ["relink_selected"]
+    fieldsets = (
+        (None, {"fields": ("conversation_sid", "friendly_name", "unique_name", "state",
+                           "customer_phone")}),
+        (_("Link"), {"fields": ("booking", "apartment", "link_method", "linked_at",
+                                "booking_lookup_at")}),
+        (_("Twilio"), {"classes": ("collapse",),
+                       "fields": ("chat_service_sid", "messaging_service_sid", "attributes",
+                                  "date_created", "created_at", "updated_at")}),
+    )
+
+    def get_inline_instances(self, request: HttpRequest, obj: Any = None) -> list:
+        if obj is None:
+            return []
+        inline_class = type("MessageInline", (MessageInline,), {"model": get_message_model()})
+        return [inline_class(self.model, self.admin_site)]
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        # A person choosing (or clearing) the booking is a manual link, which
+        # automation never overwrites.
+        if {"booking", "apartment"} & set(form.changed_data):
+            link_manually(obj)
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description=_("Relink selected conversations by customer phone"))
+    def relink_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        linked = examined = 0
+        for sid in queryset.values_list("conversation_sid", flat=True):
+            report = update_conversation_links(conversation_sid=sid)
+            linked += report.linked
+            examined += report.examined
+        skipped = queryset.count() - examined
+        self.message_user(request, ngettext(
+            "%(linked)d of %(examined)d unlinked conversation linked; %(skipped)d skipped "
+            "(already linked, manual, or no customer phone).",
+            "%(linked)d of %(examined)d unlinked conversations linked; %(skipped)d skipped "
+            "(already linked, manual, or no customer phone).",
+            examined,
+        ) % {"linked": linked, "examined": examined, "skipped": skipped}, messages.SUCCESS)
+
+
+class MessageAdmin(admin.ModelAdmin):
+    list_display = ("message_sid", "conversation", "direction", "author", "short_body",
+                    "source", "date_created")
+    list_filter = ("direction", "source")
+    search_fields = ("message_sid", "author", "body", "conversation__conversation_sid")
+    list_select_related = ("conversation",)
+    raw_id_fields = ("conversation",)
+    readonly_fields = ("message_sid", "created_at", "updated_at")
+    date_hierarchy = "created_at"
+
+    @admin.display(description=_("body"))
+    def short_body(self, obj: Any) -> str:
+        return obj.body if len(obj.body) <= 60 else obj.body[:57] + "..."
+
+
+__all__ = ["ConversationAdmin", "LinkedFilter", "MessageAdmin", "MessageInline"]

@@ -1,0 +1,106 @@
+"""Print how many conversations are linked and how messages split by direction.
+
+Usage examples::
+
+    manage.py check_twilio_status
+    manage.py check_twilio_status --detailed    # + unlinked conversations, webhook URL, settings problems
+
+Counts come from two aggregate queries whatever the table sizes; --detailed adds one
+query for the link methods and one for the unlinked list (capped by --limit).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core import checks
+from django.core.management.base import BaseCommand, CommandParser
+from django.db.models import Count, Q
+from django.urls import NoReverseMatch, reverse
+
+from ... import get_conversation_model, get_message_model
+from ...conf import convlink_settings
+from ...models import Direction
+
+
+def percent(part: int, whole: int) -> str:
+    return f"{(100.0 * part / whole) if whole else 0.0:.1f}%"
+
+
+class Command(BaseCommand):
+    help = "Show linkage and message-direction statistics of the Twilio conversations."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--detailed", action="store_true",
+                            help="Also list unlinked conversations, link methods, the webhook URL "
+                                 "and settings problems.")
+        parser.add_argument("--limit", type=int, default=50,
+                            help="How many unlinked conversations --detailed lists (default 50).")
+
+    def handle(self, *args: Any, detailed: bool, limit: int, **options: Any) -> None:
+        Conversation, Message = get_conversation_model(), get_message_model()
+        conv = Conversation._default_manager.aggregate(
+            total=Count("pk"), bookings=Count("booking"), apartments=Count("apartment"))
+        msg = Message._default_manager.aggregate(
+            inbound=Count("pk", filter=Q(direction=Direction.INBOUND)),
+            outbound=Count("pk", filter=Q(direction=Direction.OUTBOUND)))
+        total, messages = conv["total"], msg["inbound"] + msg["outbound"]
+        write = self.stdout.write
+        write("=== Linkage Status ===")
+        write(f"Conversations linked to bookings: {conv['bookings']}/{total} "
+              f"({percent(conv['bookings'], total)})")
+        write(f"Conversations linked to apartments: {conv['apartments']}/{total} "
+              f"({percent(conv['apartments'], total)})")
+        write("")
+        write("=== Message Direction ===")
+        write(f"Inbound messages: {msg['inbound']} ({percent(msg['inbound'], messages)})")
+        write(f"Outbound messages: {msg['outbound']} ({percent(msg['outbound'], messages)})")
+        if detailed:
+            self.write_details(Conversation, limit)
+
+    def write_details(self, Conversation: Any, limit: int) -> None:
+        write = self.stdout.write
+        write("")
+        write("=== Link Methods ===")
+        methods = (Conversation._default_manager.values("link_method")
+                   .annotate(n=Count("pk")).order_by("link_method"))
+        for row in methods:
+            write(f"{row['link_method'] or 'not linked'}: {row['n']}")
+
+        write("")
+        write("=== Unlinked Conversations ===")
+        unlinked = (Conversation._default_manager.filter(booking__isnull=True)
+                    .order_by("-created_at")
+                    .values_list("conversation_sid", "customer_phone", "link_method")[:limit])
+        rows = list(unlinked)
+        for sid, phone, method in rows:
+            write(f"{sid}  phone={phone or '(unknown)'}  method={method or '-'}")
+        if not rows:
+            write("(none)")
+
+        write("")
+        write("=== Webhook ===")
+        configured = convlink_settings.WEBHOOK_URL
+        try:
+            path = reverse("twilio_convlink:webhook")
+        except NoReverseMatch:
+            path = None
+        if configured:
+            write(f"Signatures are validated against WEBHOOK_URL: {configured}")
+        elif path:
+            write(f"Signatures are validated against the request's own URL, "
+                  f"https://<your host>{path} (set WEBHOOK_URL if a proxy changes it)")
+        else:
+            write("The webhook URL is not included in the URLconf "
+                  '(add path("twilio/", include("django_twilio_convlink.urls"))).')
+        write(f"Signature validation: {'on' if convlink_settings.VALIDATE_SIGNATURE else 'OFF'}")
+
+        write("")
+        write("=== Settings ===")
+        from ...checks import check_settings
+
+        problems = [m for m in check_settings() if m.level >= checks.WARNING]
+        for message in problems:
+            write(f"{message.id}: {message.msg}" + (f" HINT: {message.hint}" if message.hint else ""))
+        if not problems:
+            write("No problems found.")

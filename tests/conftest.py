@@ -1,0 +1,74 @@
+import json
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from twilio.request_validator import RequestValidator
+
+from tests.factories import sid
+
+PAYLOADS = json.loads((Path(__file__).parent / "payloads.json").read_text())
+WEBHOOK_PATH = "/twilio/webhook/"
+CUSTOMER = "+14155550142"
+
+
+def payload(name: str, **overrides: str) -> dict[str, str]:
+    """A realistic Twilio form payload from payloads.json, with fresh SIDs unless given."""
+    data = dict(PAYLOADS[name])
+    if "MessageSid" in data:
+        data["MessageSid"] = sid("IM")
+    data.update(overrides)
+    return data
+
+
+class TwilioClient(Client):
+    """A test client that signs its POSTs exactly as Twilio does, with the SDK."""
+
+    def __init__(self, *args, token: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.token = token or settings.AUTH_TOKEN
+
+    def webhook(self, data: dict[str, str], *, path: str = WEBHOOK_PATH,
+                signed_url: str | None = None, signature: str | None = None,
+                secure: bool = False, **extra):
+        url = signed_url or f"{'https' if secure else 'http'}://testserver{path}"
+        if signature is None:
+            signature = RequestValidator(self.token).compute_signature(url, data)
+        return self.post(path, data=urlencode(data),
+                         content_type="application/x-www-form-urlencoded",
+                         headers={"X-Twilio-Signature": signature}, secure=secure, **extra)
+
+
+@pytest.fixture
+def twilio_client() -> TwilioClient:
+    return TwilioClient()
+
+
+@pytest.fixture
+def new_conversation_sid() -> str:
+    return sid("CH")
+
+
+@pytest.fixture
+def captured_sql():
+    """The SQL statements the database sees inside the ``with`` block."""
+    class Capture(CaptureQueriesContext):
+        @property
+        def sql(self) -> list[str]:
+            return [q["sql"] for q in self.captured_queries]
+
+    return lambda: Capture(connection)
+
+
+def pytest_collection_modifyitems(config, items):
+    # The concurrency tests need a server database with row locks; on SQLite they
+    # would only measure SQLite's global write lock. .ci/run runs them on PostgreSQL.
+    if connection.vendor == "sqlite":
+        skip = pytest.mark.skip(reason="needs PostgreSQL or MariaDB (set DATABASE_URL)")
+        for item in items:
+            if "concurrency" in item.keywords:
+                item.add_marker(skip)

@@ -1,0 +1,150 @@
+"""Behaviours 2, 6 and 7: messages stored once, with their direction, whatever the order."""
+
+import pytest
+
+from tests.conftest import CUSTOMER, payload
+from tests.factories import sid
+from tests.testapp.models import ChatConversation, ChatMessage
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize("author", [
+    "+13153524379",          # TWILIO_PHONE
+    "+15612205252",          # MANAGER_PHONE, configured as "(561) 220-5252"
+    "ASSISTANT",             # ASSISTANT_IDENTITY
+    "+15550009999",          # SYSTEM_IDENTITIES, configured as "+1 555 000 9999"
+    "night-desk",            # SYSTEM_IDENTITIES chat identity
+    "system",                # REST message sent without an author
+    "whatsapp:+15612205252", # the manager on WhatsApp
+])
+def test_system_authors_are_outbound(twilio_client, author):
+    twilio_client.webhook(payload("onMessageAdded_sms_from_customer", Author=author))
+    assert ChatMessage.objects.get().direction == "outbound"
+
+
+@pytest.mark.parametrize("author", [CUSTOMER, "whatsapp:+14155550142", "guest-identity-7", "(415) 555-0142"])
+def test_everyone_else_is_inbound(twilio_client, author):
+    twilio_client.webhook(payload("onMessageAdded_sms_from_customer", Author=author))
+    assert ChatMessage.objects.get().direction == "inbound"
+
+
+def test_message_fields_are_stored(twilio_client):
+    data = payload("onMessageAdded_mms_with_media", Body="photo attached")
+    assert twilio_client.webhook(data).status_code == 200
+    message = ChatMessage.objects.get()
+    assert message.message_sid == data["MessageSid"]
+    assert message.conversation.conversation_sid == data["ConversationSid"]
+    assert (message.author, message.body, message.index, message.source) == (
+        CUSTOMER, "photo attached", 1, "SMS")
+    assert message.participant_sid == data["ParticipantSid"]
+    assert message.media[0]["Sid"] == "ME66666666666666666666666666666666"
+    assert message.date_created.isoformat().startswith("2026-11-20T13:43:02")
+    assert message.attributes == {}
+
+
+def test_conversation_is_created_with_placeholder_name(twilio_client):
+    data = payload("onMessageAdded_sms_from_customer")
+    twilio_client.webhook(data)
+    conversation = ChatConversation.objects.get()
+    assert conversation.friendly_name == f"Conversation {data['ConversationSid']}"
+    assert conversation.messages.count() == 1
+
+
+def test_redelivery_leaves_one_row_and_answers_200(twilio_client):
+    data = payload("onMessageAdded_sms_from_customer")
+    assert twilio_client.webhook(data).status_code == 200
+    assert twilio_client.webhook({**data, "RetryCount": "1", "Body": "changed?"}).status_code == 200
+    assert ChatMessage.objects.count() == 1
+    assert ChatMessage.objects.get().body == data["Body"]
+    assert ChatConversation.objects.count() == 1
+
+
+def test_many_messages_one_conversation(twilio_client):
+    for index in range(3):
+        twilio_client.webhook(payload("onMessageAdded_sms_from_customer", Index=str(index)))
+    assert ChatConversation.objects.count() == 1
+    assert ChatMessage.objects.count() == 3
+
+
+def test_conversation_added_after_message_completes_the_row(twilio_client):
+    message = payload("onMessageAdded_sms_from_customer")
+    twilio_client.webhook(message)
+    added = payload("onConversationAdded_sms_autocreated", FriendlyName="Heater in 4B",
+                    UniqueName="tenant-4b")
+    assert twilio_client.webhook(added).status_code == 200
+    conversation = ChatConversation.objects.get()
+    assert conversation.friendly_name == "Heater in 4B"
+    assert conversation.unique_name == "tenant-4b"
+    assert conversation.state == "active"
+    assert conversation.chat_service_sid == "IS88888888888888888888888888888888"
+    assert conversation.messages.count() == 1
+
+
+def test_conversation_added_first_then_message(twilio_client):
+    twilio_client.webhook(payload("onConversationAdded_sms_autocreated", FriendlyName="Heater"))
+    twilio_client.webhook(payload("onMessageAdded_sms_from_customer"))
+    conversation = ChatConversation.objects.get()
+    assert conversation.friendly_name == "Heater"
+    assert conversation.messages.count() == 1
+
+
+def test_conversation_added_twice_is_one_row(twilio_client):
+    data = payload("onConversationAdded_sms_autocreated")
+    twilio_client.webhook(data)
+    twilio_client.webhook(data)
+    assert ChatConversation.objects.count() == 1
+
+
+def test_state_updated(twilio_client):
+    twilio_client.webhook(payload("onConversationAdded_sms_autocreated"))
+    data = payload("onConversationStateUpdated", StateFrom="active", StateTo="closed")
+    assert twilio_client.webhook(data).status_code == 200
+    assert ChatConversation.objects.get().state == "closed"
+
+
+def test_message_updated_changes_body(twilio_client):
+    added = payload("onMessageAdded_from_assistant_via_api")
+    twilio_client.webhook(added)
+    updated = payload("onMessageUpdated", MessageSid=added["MessageSid"], Body="Within the hour.")
+    assert twilio_client.webhook(updated).status_code == 200
+    message = ChatMessage.objects.get()
+    assert message.body == "Within the hour."
+    assert message.date_updated is not None
+
+
+def test_message_updated_before_added_creates_it(twilio_client):
+    updated = payload("onMessageUpdated")
+    twilio_client.webhook(updated)
+    twilio_client.webhook(payload("onMessageAdded_from_assistant_via_api", MessageSid=updated["MessageSid"]))
+    message = ChatMessage.objects.get()
+    assert message.body == updated["Body"]
+    assert message.direction == "outbound"
+
+
+def test_message_removed_is_marked_and_kept(twilio_client):
+    added = payload("onMessageAdded_sms_from_customer")
+    twilio_client.webhook(added)
+    removed = payload("onMessageRemoved", MessageSid=added["MessageSid"],
+                      ConversationSid=added["ConversationSid"])
+    assert twilio_client.webhook(removed).status_code == 200
+    message = ChatMessage.objects.get()
+    assert message.is_removed
+    assert message.body == added["Body"]
+
+
+@pytest.mark.parametrize("name", ["onParticipantAdded_sms", "onDeliveryUpdated"])
+def test_acknowledged_events(twilio_client, name):
+    assert twilio_client.webhook(payload(name)).status_code == 200
+    assert not ChatMessage.objects.exists()
+
+
+def test_unknown_event_type_is_acknowledged(twilio_client):
+    data = {"AccountSid": "AC0123456789abcdef0123456789abcdef", "EventType": "onSomethingNew",
+            "ConversationSid": sid("CH"), "Whatever": "x"}
+    assert twilio_client.webhook(data).status_code == 200
+
+
+def test_unknown_fields_are_accepted(twilio_client):
+    data = payload("onMessageAdded_sms_from_customer", WebhookSid="WH" + "0" * 32, WebhookType="webhook")
+    assert twilio_client.webhook(data).status_code == 200
