@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from django.db import DatabaseError, transaction
+from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
 from .booking_lookup import booking_fields
@@ -36,8 +36,11 @@ def _index_now(func: Callable[[Any], Any], instance: Any) -> None:
     try:
         with transaction.atomic(using=instance._state.db):
             func(instance.pk)
-    except DatabaseError:
-        logger.exception("Indexing the phone of %r failed; run rebuild_booking_phones", instance)
+    except Exception:
+        # Broad on purpose: a settings typo or a database hiccup here must cost the
+        # site a stale index entry (rebuild_booking_phones fixes it), not a booking.
+        logger.exception("Indexing the phone of %s %s failed; run rebuild_booking_phones",
+                         type(instance).__name__, instance.pk)
 
 
 def _link_after_commit(func: Callable[[Any], int], instance: Any) -> None:

@@ -1,0 +1,96 @@
+"""Behaviour 8: malformed deliveries get a 400 and a reason, database failures a 500,
+and neither leaves anything half-written."""
+
+import pytest
+from django.db import DatabaseError, connection
+
+from tests.conftest import payload
+from tests.testapp.models import ChatConversation, ChatMessage
+
+pytestmark = pytest.mark.django_db
+
+GOOD = "onMessageAdded_sms_from_customer"
+
+
+def nothing_written() -> bool:
+    return not ChatConversation.objects.exists() and not ChatMessage.objects.exists()
+
+
+def without(name: str, field: str) -> dict[str, str]:
+    data = payload(name)
+    del data[field]
+    return data
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    (without(GOOD, "ConversationSid"), "ConversationSid is missing"),
+    (without(GOOD, "MessageSid"), "MessageSid is missing"),
+    (without(GOOD, "EventType"), "EventType is missing"),
+    (without("onConversationAdded_sms_autocreated", "ConversationSid"), "ConversationSid is missing"),
+    (payload(GOOD, ConversationSid="CH123"), "is not a Twilio SID"),
+    (payload(GOOD, ConversationSid="IM" + "1" * 32), "is not a Twilio SID"),
+    (payload(GOOD, MessageSid="IMzz" + "1" * 30), "is not a Twilio SID"),
+    (payload(GOOD, ConversationSid="CH" + "1" * 32 + "'; DROP TABLE x; --"), "is not a Twilio SID"),
+    (payload(GOOD, ParticipantSid="nope"), "is not a Twilio SID"),
+    (payload(GOOD, Index="seven"), "Index"),
+    (payload(GOOD, Index="-1"), "Index"),
+    (payload(GOOD, Index="1.5"), "Index"),
+    (payload(GOOD, Index="٣"), "Index"),
+    (payload(GOOD, Index="9" * 30), "Index"),
+    (payload(GOOD, Attributes="{not json"), "Attributes is not valid JSON"),
+    (payload(GOOD, Media="[{"), "Media is not valid JSON"),
+    (payload(GOOD, Media='{"Sid": "ME1"}'), "Media must be a JSON list"),
+    (payload(GOOD, Attributes='{"a": "\\u0000"}'), "NUL"),
+    (payload(GOOD, Body="nul\x00byte"), "NUL"),
+    (payload(GOOD, DateCreated="yesterday"), "DateCreated"),
+    (payload(GOOD, DateCreated="2026-13-45T99:00:00Z"), "DateCreated"),
+    (payload(GOOD, Body="x" * (32 * 1024 + 1)), "Body is 32769 characters long"),
+    (payload(GOOD, Author="a" * 300), "Author"),
+])
+def test_malformed_delivery_is_refused_with_a_reason(twilio_client, data, reason):
+    response = twilio_client.webhook(data)
+    assert response.status_code == 400
+    assert reason in response.content.decode()
+    assert nothing_written()
+
+
+def test_body_at_the_limit_is_accepted(twilio_client):
+    assert twilio_client.webhook(payload(GOOD, Body="x" * 32 * 1024)).status_code == 200
+
+
+def test_body_limit_is_a_setting(twilio_client, settings):
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "MAX_BODY_LENGTH": 10}
+    assert twilio_client.webhook(payload(GOOD, Body="x" * 11)).status_code == 400
+
+
+def test_request_larger_than_django_allows_is_400(twilio_client, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    response = twilio_client.webhook(payload(GOOD, Body="x" * 2000))
+    assert response.status_code == 400
+    assert nothing_written()
+
+
+def fail_on(table_fragment: str):
+    """A database that fails on the first statement touching ``table_fragment``:
+    installed with Django's own execute_wrapper hook, below the code under test."""
+    def wrapper(execute, sql, params, many, context):
+        if table_fragment in sql and sql.lstrip().upper().startswith("INSERT"):
+            raise DatabaseError("simulated: server closed the connection unexpectedly")
+        return execute(sql, params, many, context)
+    return wrapper
+
+
+def test_database_failure_is_500_and_rolls_everything_back(twilio_client):
+    with connection.execute_wrapper(fail_on("testapp_chatmessage")):
+        response = twilio_client.webhook(payload(GOOD))
+    assert response.status_code == 500
+    # The conversation INSERT that succeeded before the failure was rolled back too.
+    assert nothing_written()
+
+
+def test_retry_after_database_failure_stores_the_message(twilio_client):
+    data = payload(GOOD)
+    with connection.execute_wrapper(fail_on("testapp_chatmessage")):
+        assert twilio_client.webhook(data).status_code == 500
+    assert twilio_client.webhook({**data, "RetryCount": "1"}).status_code == 200
+    assert ChatMessage.objects.get().message_sid == data["MessageSid"]
