@@ -6,13 +6,12 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from django_twilio_convlink.booking_lookup import booking_fields, ordered_candidates
+from django_twilio_convlink.booking_lookup import booking_fields, get_booking_from_phone, ordered_candidates
 from django_twilio_convlink.linking import rebuild_booking_phones
 from django_twilio_convlink.models import BookingPhone
 from django_twilio_convlink.phones import normalize_phone
 from tests.factories import GuestFactory, ReservationFactory
 from tests.testapp.models import Guest, Reservation
-from django_twilio_convlink.booking_lookup import get_booking_from_phone
 
 pytestmark = pytest.mark.django_db
 
@@ -143,7 +142,8 @@ def test_rebuild_indexes_rows_that_bypassed_signals():
 
 def test_lookup_uses_the_phone_index():
     """With many bookings the plan must use the index, not scan (checked on the plan)."""
-    guests = Guest.objects.bulk_create(Guest(full_name=f"g{i}", mobile=f"+1561555{i:04d}") for i in range(2000))
+    guests = Guest.objects.bulk_create(
+        Guest(full_name=f"g{i}", mobile=f"+1561555{i:04d}") for i in range(2000))
     today = timezone.localdate()
     Reservation.objects.bulk_create(
         Reservation(guest=g, check_in=today, check_out=today + datetime.timedelta(days=2)) for g in guests)

@@ -1,0 +1,82 @@
+"""Behaviour 10: the admin classes a site registers in one line each."""
+
+import pytest
+from django.urls import reverse
+
+from tests.conftest import CUSTOMER
+from tests.factories import ConversationFactory, GuestFactory, MessageFactory, ReservationFactory
+from tests.testapp.models import ChatConversation
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = "admin:testapp_chatconversation_changelist"
+
+
+@pytest.fixture
+def booking():
+    return ReservationFactory(guest=GuestFactory(mobile=CUSTOMER))
+
+
+def test_changelist_filters_linked_and_unlinked(admin_client, booking):
+    linked = ConversationFactory(booking=booking, link_method="automatic")
+    unlinked = ConversationFactory()
+    page = admin_client.get(reverse(CHANGELIST), {"linked": "no"}).content.decode()
+    assert unlinked.conversation_sid in page and linked.conversation_sid not in page
+    page = admin_client.get(reverse(CHANGELIST), {"linked": "yes"}).content.decode()
+    assert linked.conversation_sid in page and unlinked.conversation_sid not in page
+    page = admin_client.get(reverse(CHANGELIST), {"link_method__exact": "automatic"}).content.decode()
+    assert linked.conversation_sid in page and unlinked.conversation_sid not in page
+
+
+@pytest.mark.parametrize("field", ["customer_phone", "conversation_sid"])
+def test_search_by_phone_or_sid(admin_client, field):
+    wanted = ConversationFactory(customer_phone=CUSTOMER)
+    other = ConversationFactory(customer_phone="+14155550199")
+    page = admin_client.get(reverse(CHANGELIST), {"q": getattr(wanted, field)}).content.decode()
+    assert wanted.conversation_sid in page and other.conversation_sid not in page
+
+
+def test_change_page_shows_messages_inline(admin_client):
+    message = MessageFactory(body="The heater is broken")
+    url = reverse("admin:testapp_chatconversation_change", args=[message.conversation.pk])
+    page = admin_client.get(url).content.decode()
+    assert "The heater is broken" in page
+
+
+def test_relink_selected_action(admin_client, booking):
+    conversation = ConversationFactory(customer_phone=CUSTOMER)
+    response = admin_client.post(reverse(CHANGELIST), {
+        "action": "relink_selected", "_selected_action": [conversation.pk]}, follow=True)
+    assert "1 of 1 unlinked conversation linked" in response.content.decode()
+    conversation.refresh_from_db()
+    assert conversation.booking == booking
+
+
+def test_choosing_a_booking_by_hand_is_a_manual_link(admin_client, booking):
+    conversation = ConversationFactory(customer_phone=CUSTOMER)
+    url = reverse("admin:testapp_chatconversation_change", args=[conversation.pk])
+    form = {"friendly_name": "x", "unique_name": "", "state": "", "customer_phone": CUSTOMER,
+            "booking": booking.pk, "apartment": booking.unit.pk, "chat_service_sid": "",
+            "messaging_service_sid": "", "attributes": "{}"}
+    # The inline's management form prefix is the related name: "messages".
+    form.update({"messages-TOTAL_FORMS": "0", "messages-INITIAL_FORMS": "0"})
+    response = admin_client.post(url, form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    conversation.refresh_from_db()
+    assert (conversation.booking, conversation.link_method) == (booking, "manual")
+    assert conversation.linked_at is not None
+
+
+def test_message_changelist_filters_by_direction(admin_client):
+    inbound = MessageFactory(direction="inbound")
+    outbound = MessageFactory(direction="outbound", author="ASSISTANT")
+    page = admin_client.get(reverse("admin:testapp_chatmessage_changelist"),
+                            {"direction__exact": "outbound"}).content.decode()
+    assert outbound.message_sid in page and inbound.message_sid not in page
+
+
+def test_conversation_str_and_flags():
+    conversation = ConversationFactory.build(friendly_name="")
+    assert str(conversation) == conversation.conversation_sid
+    assert not conversation.is_linked
+    assert ChatConversation._meta.get_field("customer_phone").db_index

@@ -1,0 +1,63 @@
+"""Behaviour 11: settings mistakes surface at `manage.py check`, with IDs and hints."""
+
+import pytest
+from django.core.management import call_command
+
+from django_twilio_convlink.checks import check_settings
+
+
+def ids(**changes) -> set[str]:
+    from django.conf import settings
+    from django.test import override_settings
+
+    with override_settings(TWILIO_CONVLINK={**settings.TWILIO_CONVLINK, **changes}):
+        return {message.id for message in check_settings()}
+
+
+def test_the_test_settings_are_clean():
+    assert ids() == set()
+    call_command("check")
+
+
+@pytest.mark.parametrize(("changes", "expected"), [
+    ({"CONVERSATION_MODEL": None}, "twilio_convlink.E001"),
+    ({"BOOKING_MODEL": "testapp.NoSuchModel"}, "twilio_convlink.E002"),
+    ({"APARTMENT_MODEL": "not-a-label"}, "twilio_convlink.E002"),
+    ({"MESSAGE_MODEL": "testapp.Guest"}, "twilio_convlink.E003"),
+    ({"BOOKING_PHONE_FIELD": "guest__phone"}, "twilio_convlink.E004"),
+    ({"BOOKING_PHONE_FIELD": "tenant__mobile"}, "twilio_convlink.E004"),
+    ({"BOOKING_PHONE_FIELD": "guest"}, "twilio_convlink.E004"),
+    ({"BOOKING_PHONE_FIELD": "check_in__mobile"}, "twilio_convlink.E004"),
+    ({"BOOKING_APARTMENT_FIELD": "guest"}, "twilio_convlink.E005"),
+    ({"BOOKING_APARTMENT_FIELD": "check_in"}, "twilio_convlink.E005"),
+    ({"BOOKING_END_FIELD": None}, "twilio_convlink.E006"),
+    ({"BOOKING_START_FIELD": "guest"}, "twilio_convlink.E006"),
+    ({"BOOKING_WINDOW_DAYS": -1}, "twilio_convlink.E006"),
+    ({"AUTH_TOKEN": ""}, "twilio_convlink.E007"),
+    ({"MANAGER_PHONE": "call me maybe"}, "twilio_convlink.E008"),
+    ({"SYSTEM_IDENTITIES": ["+1 (555"]}, "twilio_convlink.E008"),
+    ({"SYSTEM_IDENTITIES": "night-desk"}, "twilio_convlink.E008"),
+    ({"PHONE_REGION": "XX"}, "twilio_convlink.E009"),
+    ({"VALIDATE_SIGNATURE": False}, "twilio_convlink.W001"),
+    ({"TWILIO_PHONE": ""}, "twilio_convlink.W002"),
+    ({"AUTH_TOKNE": "typo"}, "twilio_convlink.W003"),
+])
+def test_each_mistake_has_its_id(changes, expected):
+    assert expected in ids(**changes)
+
+
+def test_messages_name_the_setting_and_give_a_hint():
+    from django.conf import settings
+    from django.test import override_settings
+
+    with override_settings(TWILIO_CONVLINK={**settings.TWILIO_CONVLINK, "BOOKING_PHONE_FIELD": "guest__phone"}):
+        [message] = check_settings()
+    assert 'TWILIO_CONVLINK["BOOKING_PHONE_FIELD"]' in message.msg
+    assert "tenant__phone" in message.hint
+
+
+def test_settings_not_a_dict():
+    from django.test import override_settings
+
+    with override_settings(TWILIO_CONVLINK=["oops"]):
+        assert [m.id for m in check_settings()] == ["twilio_convlink.E001"]

@@ -1,0 +1,157 @@
+"""Behaviour 9: the management commands, as users type them."""
+
+import os
+import subprocess
+import sys
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from tests.conftest import CUSTOMER
+from tests.factories import ConversationFactory, GuestFactory, MessageFactory, ReservationFactory
+from tests.testapp.models import ChatConversation
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args: str) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+@pytest.fixture
+def booking():
+    return ReservationFactory(guest=GuestFactory(mobile="(415) 555-0142"))
+
+
+def test_links_every_unlinked_conversation(booking):
+    ConversationFactory.create_batch(2, customer_phone=CUSTOMER)
+    ConversationFactory(customer_phone="+14155550199")
+    out = run("update_conversation_links")
+    assert "linked 2 of 3 unlinked conversation(s) to bookings; 1 without a matching booking." in out
+    assert ChatConversation.objects.filter(booking=booking, apartment=booking.unit,
+                                           link_method="retroactive").count() == 2
+
+
+@pytest.mark.parametrize("phone", ["+14155550142", "(415) 555-0142", "415-555-0142", "whatsapp:+14155550142"])
+def test_phone_in_any_format(booking, phone):
+    ConversationFactory(customer_phone=CUSTOMER)
+    other_booking = ReservationFactory(guest=GuestFactory(mobile="+14155550199"))
+    other = ConversationFactory(customer_phone="+14155550199")
+    out = run("update_conversation_links", "--phone", phone)
+    assert "linked 1 of 1" in out
+    other.refresh_from_db()
+    assert other.booking is None and other_booking.pk
+
+
+def test_one_conversation_by_sid(booking):
+    target, bystander = ConversationFactory.create_batch(2, customer_phone=CUSTOMER)
+    run("update_conversation_links", "--conversation-sid", target.conversation_sid)
+    target.refresh_from_db()
+    bystander.refresh_from_db()
+    assert target.booking == booking
+    assert bystander.booking is None
+
+
+def test_dry_run_prints_and_changes_nothing(booking):
+    conversation = ConversationFactory(customer_phone=CUSTOMER)
+    out = run("update_conversation_links", "--dry-run")
+    assert f"Would link {conversation.conversation_sid} ({CUSTOMER}) -> booking {booking.pk}" in out
+    assert "[dry run] would link 1 of 1" in out
+    conversation.refresh_from_db()
+    assert conversation.booking is None
+
+
+def test_manual_decisions_are_left_alone(booking):
+    ConversationFactory(customer_phone=CUSTOMER, link_method="manual")
+    out = run("update_conversation_links")
+    assert "linked 0 of 0" in out
+
+
+def test_unknown_sid_is_an_error():
+    with pytest.raises(CommandError, match="No conversation with SID"):
+        call_command("update_conversation_links", "--conversation-sid", "CH" + "0" * 32)
+
+
+def test_unparseable_phone_is_an_error():
+    with pytest.raises(CommandError, match="is not a phone number"):
+        call_command("update_conversation_links", "--phone", "not-a-phone")
+
+
+def test_already_linked_sid_is_reported(booking):
+    conversation = ConversationFactory(customer_phone=CUSTOMER, booking=booking, link_method="automatic")
+    out = run("update_conversation_links", "--conversation-sid", conversation.conversation_sid)
+    assert "already linked" in out
+
+
+def test_errors_exit_non_zero_from_the_command_line():
+    # The argument is refused before any database access, so the subprocess needs none.
+    result = subprocess.run(
+        [sys.executable, "-m", "django", "update_conversation_links", "--phone", "nope"],
+        capture_output=True, text=True, cwd=Path(__file__).parent.parent,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"})
+    assert result.returncode != 0
+    assert "is not a phone number" in result.stderr
+
+
+STATUS = """=== Linkage Status ===
+Conversations linked to bookings: 2/3 (66.7%)
+Conversations linked to apartments: 2/3 (66.7%)
+
+=== Message Direction ===
+Inbound messages: 4 (44.4%)
+Outbound messages: 5 (55.6%)
+"""
+
+
+def test_status_prints_exactly_the_documented_form(booking):
+    linked = ConversationFactory.create_batch(2, booking=booking, apartment=booking.unit)
+    ConversationFactory()
+    MessageFactory.create_batch(4, conversation=linked[0], direction="inbound")
+    MessageFactory.create_batch(5, conversation=linked[1], direction="outbound")
+    assert run("check_twilio_status") == STATUS
+
+
+def test_status_with_no_rows():
+    assert run("check_twilio_status") == """=== Linkage Status ===
+Conversations linked to bookings: 0/0 (0.0%)
+Conversations linked to apartments: 0/0 (0.0%)
+
+=== Message Direction ===
+Inbound messages: 0 (0.0%)
+Outbound messages: 0 (0.0%)
+"""
+
+
+@pytest.mark.parametrize("rows", [3, 60])
+def test_status_is_two_queries_whatever_the_rows(django_assert_num_queries, rows):
+    for conversation in ConversationFactory.create_batch(rows):
+        MessageFactory(conversation=conversation)
+    with django_assert_num_queries(2):
+        run("check_twilio_status")
+
+
+def test_detailed_status(booking, settings):
+    ConversationFactory(customer_phone=CUSTOMER, conversation_sid="CH" + "a" * 32)
+    ConversationFactory(booking=booking, link_method="manual")
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "MANAGER_PHONE": "not a phone"}
+    out = run("check_twilio_status", "--detailed")
+    assert out.startswith("=== Linkage Status ===")
+    assert f"CH{'a' * 32}  phone={CUSTOMER}  method=-" in out
+    assert "manual: 1" in out
+    assert "https://<your host>/twilio/webhook/" in out
+    assert "twilio_convlink.E008" in out
+
+
+def test_detailed_status_names_webhook_url(settings):
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "WEBHOOK_URL": "https://x.example/t/"}
+    out = run("check_twilio_status", "--detailed")
+    assert "validated against WEBHOOK_URL: https://x.example/t/" in out
+    assert "No problems found." in out
+
+
+def test_rebuild_booking_phones_command(booking):
+    assert "Indexed 1 booking phone(s)." in run("rebuild_booking_phones")
