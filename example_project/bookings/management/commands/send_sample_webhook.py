@@ -133,8 +133,8 @@ class Command(BaseCommand):
             },
             method="POST",
         )
-        self.stdout.write(f"POST {url}\n  {params['EventType']} from {options['from']}, "
-                          f"conversation {params['ConversationSid']}")
+        sids = ", ".join(params[key] for key in ("ConversationSid", "MessageSid") if key in params)
+        self.stdout.write(f"POST {url}\n  {params['EventType']} from {options['from']} ({sids})")
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 status, reason, body = response.status, response.reason, response.read()
