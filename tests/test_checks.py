@@ -50,7 +50,8 @@ def test_messages_name_the_setting_and_give_a_hint():
     from django.conf import settings
     from django.test import override_settings
 
-    with override_settings(TWILIO_CONVLINK={**settings.TWILIO_CONVLINK, "BOOKING_PHONE_FIELD": "guest__phone"}):
+    broken = {**settings.TWILIO_CONVLINK, "BOOKING_PHONE_FIELD": "guest__phone"}
+    with override_settings(TWILIO_CONVLINK=broken):
         [message] = check_settings()
     assert 'TWILIO_CONVLINK["BOOKING_PHONE_FIELD"]' in message.msg
     assert "tenant__phone" in message.hint

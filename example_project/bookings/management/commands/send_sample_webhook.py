@@ -149,6 +149,8 @@ class Command(BaseCommand):
 
         text = body.decode(errors="replace").strip()
         self.stdout.write(f"HTTP {status} {reason}" + (f": {text}" if text else ""))
+        if options["wrong_signature"] and status != 403:
+            raise CommandError(f"The site answered {status} to a forged signature; it must answer 403.")
         if status == 200:
             self.stdout.write(self.style.SUCCESS(
                 f"Stored. Open {self._admin_url(url)} to see the conversation and its booking."

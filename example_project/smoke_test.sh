@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# End-to-end check of the example site, run by .ci/run: start it the way the README's
+# first command does (rundemo), post a signed sample webhook, and require that the
+# conversation was stored and linked to the staying-now booking. A forged one must
+# get 403. Usage: smoke_test.sh [python]
+set -euo pipefail
+PY=${1:-python3}
+cd "$(dirname "$0")"
+work=$(mktemp -d)
+export DATABASE_URL="sqlite:///$work/example.sqlite3"
+port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+url="http://127.0.0.1:$port/twilio/webhook/"
+
+"$PY" manage.py rundemo "127.0.0.1:$port" >"$work/server.log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 60); do
+    curl -fsS -o /dev/null -I "$url" 2>/dev/null && break
+    sleep 0.5
+done
+
+"$PY" manage.py send_sample_webhook --url "$url"
+"$PY" manage.py send_sample_webhook --url "$url" --wrong-signature  # fails unless 403
+"$PY" manage.py shell -c '
+from messaging.models import TwilioConversation
+c = TwilioConversation.objects.get()
+assert c.booking is not None, "conversation not linked"
+assert c.booking.start_date <= __import__("datetime").date.today() <= c.booking.end_date, c.booking
+assert c.apartment == c.booking.apartment and c.link_method == "automatic"
+assert c.messages.count() == 1
+print(f"example site ok: {c.conversation_sid} linked to {c.booking} ({c.link_method})")
+'
