@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from django.db.models import Model
+
     from .models import AbstractTwilioConversation, AbstractTwilioMessage
 
 
-def _get_model(setting: str):
+def _get_model(setting: str) -> type[Model]:
     from django.apps import apps
     from django.core.exceptions import ImproperlyConfigured
 
@@ -40,6 +42,6 @@ def get_message_model() -> type[AbstractTwilioMessage]:
     return _get_model("MESSAGE_MODEL")
 
 
-def get_booking_model():
+def get_booking_model() -> type[Model]:
     """The site's booking model, named by ``TWILIO_CONVLINK["BOOKING_MODEL"]``."""
     return _get_model("BOOKING_MODEL")

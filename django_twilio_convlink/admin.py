@@ -39,7 +39,9 @@ class LinkedFilter(admin.SimpleListFilter):
 class MessageInline(admin.TabularInline):
     # ``model`` is set per site in ConversationAdmin.get_inline_instances: the concrete
     # message model is only known from settings at run time.
+    template = "django_twilio_convlink/admin/message_thread.html"
     extra = 0
+    max_num = 0
     can_delete = False
     show_change_link = True
     fields = ("date_created", "direction", "author", "body", "source", "date_removed")

@@ -97,7 +97,7 @@ def window_q(fields: BookingFields, today: datetime.date) -> Q:
     })
 
 
-def booking_keys(fields: BookingFields, phone: str):
+def booking_keys(fields: BookingFields, phone: str) -> models.QuerySet | list[Any]:
     """The primary keys of the bookings indexed under ``phone``.
 
     For integer keys (nearly every site) a subquery casting the stored text back, so
@@ -111,7 +111,9 @@ def booking_keys(fields: BookingFields, phone: str):
     return [pk_field.to_python(key) for key in keys.values_list("booking_key", flat=True)]
 
 
-def ordered_candidates(fields: BookingFields, phone: str, today: datetime.date | None = None):
+def ordered_candidates(
+    fields: BookingFields, phone: str, today: datetime.date | None = None
+) -> models.QuerySet:
     """Bookings for ``phone`` (E.164), best first, as one lazy queryset.
 
     With start and end fields: only stays overlapping the window, ordered staying now,
@@ -142,7 +144,7 @@ def ordered_candidates(fields: BookingFields, phone: str, today: datetime.date |
     )
 
 
-def find_booking(phone: str, fields: BookingFields | None = None):
+def find_booking(phone: str, fields: BookingFields | None = None) -> models.Model | None:
     """The best booking for an already normalized phone, loading only what linking
     needs (pk and the apartment's key): one indexed query."""
     fields = fields or booking_fields()
@@ -150,7 +152,7 @@ def find_booking(phone: str, fields: BookingFields | None = None):
     return ordered_candidates(fields, phone).only("pk", apartment_field).first()
 
 
-def get_booking_from_phone(phone: str | None):
+def get_booking_from_phone(phone: str | None) -> models.Model | None:
     """The booking a message from ``phone`` belongs to, or None.
 
     ``phone`` may be in any format the site or Twilio uses ("(561) 555-0123",

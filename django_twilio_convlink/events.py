@@ -112,7 +112,9 @@ def _date(data: Mapping[str, str], name: str) -> datetime.datetime | None:
         value = None
     if value is None:
         raise InvalidPayload(f"{name} {raw[:40]!r} is not an ISO 8601 date and time.")
-    return value
+    # Twilio's timestamps are UTC; one without an offset is read as such rather than
+    # in the site's TIME_ZONE.
+    return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
 
 
 def _index(data: Mapping[str, str]) -> int | None:

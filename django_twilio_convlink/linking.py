@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -72,7 +73,7 @@ def _unlinked(phone: str):
     )
 
 
-def index_booking_phone(booking_pk) -> str | None:
+def index_booking_phone(booking_pk: Any) -> str | None:
     """Write the booking's normalized phone into the index (or drop its row when it
     has none). Two queries. Runs inside the saving transaction, so the index never
     disagrees with committed bookings. Returns the phone."""
@@ -84,7 +85,7 @@ def index_booking_phone(booking_pk) -> str | None:
     return phone
 
 
-def link_conversations_to_booking(booking_pk, method: str = LinkMethod.RETROACTIVE) -> int:
+def link_conversations_to_booking(booking_pk: Any, method: str = LinkMethod.RETROACTIVE) -> int:
     """Link the booking's customer's unlinked conversations to it, when its stay is
     inside the lookup window. Returns the number of conversations linked.
 
@@ -117,7 +118,7 @@ def link_conversations_to_booking(booking_pk, method: str = LinkMethod.RETROACTI
     return linked
 
 
-def index_holder_bookings(holder_pk) -> str | None:
+def index_holder_bookings(holder_pk: Any) -> str | None:
     """A tenant (the model along BOOKING_PHONE_FIELD) was saved: re-index the phone of
     all its bookings. Three queries. Returns the phone."""
     fields = booking_fields()
@@ -131,7 +132,7 @@ def index_holder_bookings(holder_pk) -> str | None:
     return phone
 
 
-def relink_phone_holder(holder_pk) -> int:
+def relink_phone_holder(holder_pk: Any) -> int:
     """Link the tenant's unlinked conversations to the best of its bookings (its phone
     may just have changed). Returns the number of conversations linked."""
     fields = booking_fields()
@@ -144,7 +145,7 @@ def relink_phone_holder(holder_pk) -> int:
     if booking is None:
         return 0
     now = timezone.now()
-    return _unlinked(phone).update(
+    linked = _unlinked(phone).update(
         booking_id=booking.pk,
         apartment_id=getattr(booking, fields.apartment_attname),
         link_method=LinkMethod.RETROACTIVE,
@@ -152,9 +153,12 @@ def relink_phone_holder(holder_pk) -> int:
         booking_lookup_at=now,
         updated_at=now,
     )
+    if linked:
+        logger.info("Linked %d conversation(s) of %s to booking %s", linked, phone, booking.pk)
+    return linked
 
 
-def _store_booking_phones(booking_pks: list, phone: str | None) -> None:
+def _store_booking_phones(booking_pks: list[Any], phone: str | None) -> None:
     if not booking_pks:
         return
     keys = [str(pk) for pk in booking_pks]
@@ -168,7 +172,7 @@ def _store_booking_phones(booking_pks: list, phone: str | None) -> None:
     )
 
 
-def forget_booking(booking_pk) -> None:
+def forget_booking(booking_pk: Any) -> None:
     BookingPhone.objects.filter(booking_key=str(booking_pk)).delete()
 
 
@@ -194,10 +198,15 @@ def rebuild_booking_phones(batch_size: int = 2000) -> int:
 
 @dataclass
 class PlannedLink:
+    """The conversations of one phone and the booking they are (to be) linked to."""
+
     phone: str
-    booking_pk: object
-    apartment_pk: object
+    booking_pk: Any
+    apartment_pk: Any
     conversation_sids: list[str] = field(default_factory=list)
+    # How many rows the UPDATE changed: fewer than the SIDs seen when someone linked
+    # some of them meanwhile. A dry run counts what it would link.
+    linked: int = 0
 
 
 @dataclass
@@ -210,7 +219,7 @@ class LinkReport:
 
     @property
     def linked(self) -> int:
-        return sum(len(link.conversation_sids) for link in self.links)
+        return sum(link.linked for link in self.links)
 
     @property
     def unmatched(self) -> int:
@@ -262,19 +271,18 @@ def update_conversation_links(
         if booking is None:
             continue
         link = PlannedLink(customer_phone, booking.pk,
-                           getattr(booking, fields.apartment_attname), sids)
+                           getattr(booking, fields.apartment_attname), sids, linked=len(sids))
         report.links.append(link)
         if dry_run:
             continue
         now = timezone.now()
-        updated = qs.filter(customer_phone=customer_phone).update(
+        link.linked = qs.filter(customer_phone=customer_phone).update(
             booking_id=link.booking_pk, apartment_id=link.apartment_pk,
             link_method=LinkMethod.RETROACTIVE, linked_at=now,
             booking_lookup_at=now, updated_at=now,
         )
-        if updated != len(sids):
-            # Someone linked or created conversations meanwhile; report what happened.
-            del link.conversation_sids[updated:]
+        logger.info("Linked %d conversation(s) of %s to booking %s",
+                    link.linked, customer_phone, link.booking_pk)
     return report
 
 

@@ -80,3 +80,37 @@ def test_conversation_str_and_flags():
     assert str(conversation) == conversation.conversation_sid
     assert not conversation.is_linked
     assert ChatConversation._meta.get_field("customer_phone").db_index
+
+
+def form_fields(html: str) -> dict[str, str]:
+    """The name/value pairs a browser would post back from the change form."""
+    from html.parser import HTMLParser
+
+    fields: dict[str, str] = {}
+
+    class Parser(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if tag == "input" and attrs.get("name") and attrs.get("type") not in ("submit", "checkbox"):
+                fields[attrs["name"]] = attrs.get("value") or ""
+
+    Parser().feed(html)
+    return fields
+
+
+def test_thread_renders_and_the_form_posts_back(admin_client, booking):
+    conversation = ConversationFactory(customer_phone=CUSTOMER)
+    MessageFactory(conversation=conversation, body="Heater broken", direction="inbound")
+    MessageFactory(conversation=conversation, body="On our way", direction="outbound", author="ASSISTANT")
+    url = reverse("admin:testapp_chatconversation_change", args=[conversation.pk])
+    page = admin_client.get(url).content.decode()
+    assert 'class="inbound"' in page and 'class="outbound"' in page
+    assert "Heater broken" in page and "On our way" in page
+    data = form_fields(page)
+    assert data["messages-INITIAL_FORMS"] == "2"
+    data.update(booking=str(booking.pk), apartment=str(booking.unit.pk), attributes="{}")
+    response = admin_client.post(url, data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    conversation.refresh_from_db()
+    assert conversation.link_method == "manual"
+    assert conversation.messages.count() == 2

@@ -148,3 +148,10 @@ def test_unknown_event_type_is_acknowledged(twilio_client):
 def test_unknown_fields_are_accepted(twilio_client):
     data = payload("onMessageAdded_sms_from_customer", WebhookSid="WH" + "0" * 32, WebhookType="webhook")
     assert twilio_client.webhook(data).status_code == 200
+
+
+def test_timestamp_without_offset_is_read_as_utc(twilio_client):
+    twilio_client.webhook(payload("onMessageAdded_sms_from_customer", DateCreated="2026-11-20T13:42:17"))
+    stored = ChatMessage.objects.get().date_created
+    assert stored.utcoffset().total_seconds() == 0
+    assert stored.hour == 13
