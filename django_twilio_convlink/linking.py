@@ -73,6 +73,13 @@ def _unlinked(phone: str):
     )
 
 
+def _bulk_link(qs, booking_pk: Any, apartment_pk: Any, method: str) -> int:
+    """One UPDATE linking every conversation of ``qs``; returns how many it changed."""
+    now = timezone.now()
+    return qs.update(booking_id=booking_pk, apartment_id=apartment_pk, link_method=method,
+                     linked_at=now, booking_lookup_at=now, updated_at=now)
+
+
 def index_booking_phone(booking_pk: Any) -> str | None:
     """Write the booking's normalized phone into the index (or drop its row when it
     has none). Two queries. Runs inside the saving transaction, so the index never
@@ -104,15 +111,7 @@ def link_conversations_to_booking(booking_pk: Any, method: str = LinkMethod.RETR
     phone = normalize_phone(row[fields.phone_path])
     if phone is None or (fields.has_dates and not row["_convlink_in_window"]):
         return 0
-    now = timezone.now()
-    linked = _unlinked(phone).update(
-        booking_id=booking_pk,
-        apartment_id=row[fields.apartment_attname],
-        link_method=method,
-        linked_at=now,
-        booking_lookup_at=now,
-        updated_at=now,
-    )
+    linked = _bulk_link(_unlinked(phone), booking_pk, row[fields.apartment_attname], method)
     if linked:
         logger.info("Linked %d conversation(s) of %s to booking %s", linked, phone, booking_pk)
     return linked
@@ -144,15 +143,8 @@ def relink_phone_holder(holder_pk: Any) -> int:
     booking = find_booking(phone, fields)
     if booking is None:
         return 0
-    now = timezone.now()
-    linked = _unlinked(phone).update(
-        booking_id=booking.pk,
-        apartment_id=getattr(booking, fields.apartment_attname),
-        link_method=LinkMethod.RETROACTIVE,
-        linked_at=now,
-        booking_lookup_at=now,
-        updated_at=now,
-    )
+    linked = _bulk_link(_unlinked(phone), booking.pk, getattr(booking, fields.apartment_attname),
+                        LinkMethod.RETROACTIVE)
     if linked:
         logger.info("Linked %d conversation(s) of %s to booking %s", linked, phone, booking.pk)
     return linked
@@ -275,12 +267,8 @@ def update_conversation_links(
         report.links.append(link)
         if dry_run:
             continue
-        now = timezone.now()
-        link.linked = qs.filter(customer_phone=customer_phone).update(
-            booking_id=link.booking_pk, apartment_id=link.apartment_pk,
-            link_method=LinkMethod.RETROACTIVE, linked_at=now,
-            booking_lookup_at=now, updated_at=now,
-        )
+        link.linked = _bulk_link(qs.filter(customer_phone=customer_phone), link.booking_pk,
+                                 link.apartment_pk, LinkMethod.RETROACTIVE)
         logger.info("Linked %d conversation(s) of %s to booking %s",
                     link.linked, customer_phone, link.booking_pk)
     return report
