@@ -88,11 +88,8 @@ class ConversationAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Relink selected conversations by customer phone"))
     def relink_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
-        linked = examined = 0
-        for sid in queryset.values_list("conversation_sid", flat=True):
-            report = update_conversation_links(conversation_sid=sid)
-            linked += report.linked
-            examined += report.examined
+        report = update_conversation_links(conversations=queryset)
+        linked, examined = report.linked, report.examined
         skipped = queryset.count() - examined
         self.message_user(request, ngettext(
             "%(linked)d of %(examined)d unlinked conversation linked; %(skipped)d skipped "

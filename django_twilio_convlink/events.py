@@ -165,8 +165,8 @@ def parse_event(data: Mapping[str, str]) -> Event:
         return ConversationEvent(
             event_type=event_type,
             conversation_sid=_sid(data, "ConversationSid", CONVERSATION_SID),
-            friendly_name=_text(data, "FriendlyName", 255),
-            unique_name=_text(data, "UniqueName", 255),
+            friendly_name=_text(data, "FriendlyName", 256),
+            unique_name=_text(data, "UniqueName", 256),
             state=_text(data, "StateTo", 20) or _text(data, "State", 20),
             chat_service_sid=_sid(data, "ChatServiceSid", SERVICE_SID, required=False),
             messaging_service_sid=_sid(data, "MessagingServiceSid", SERVICE_SID, required=False),

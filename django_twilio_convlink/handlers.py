@@ -4,8 +4,10 @@ database. Plain functions over models, callable without HTTP (replays, tests).""
 from __future__ import annotations
 
 import logging
+import random
+import time
 
-from django.db import transaction
+from django.db import OperationalError, transaction
 
 from .events import ConversationEvent, Event, MessageEvent, OtherEvent
 from .linking import link_on_first_phone
@@ -29,20 +31,50 @@ def handle_message_event(event: MessageEvent) -> None:
 
 
 def handle_conversation_event(event: ConversationEvent) -> None:
-    conversation, _ = save_conversation_to_db(event.conversation_sid, **conversation_fields(event))
+    conversation, _ = save_conversation_to_db(
+        event.conversation_sid,
+        overwrite=event.event_type != "onConversationAdded",
+        **conversation_fields(event),
+    )
     if conversation.booking_lookup_at is None:
         phone = customer_phone_from_addresses(event.binding_address)
         if phone is not None:
             link_on_first_phone(conversation, phone)
 
 
+# MySQL error 1213 (deadlock), 1205 (lock wait timeout); PostgreSQL SQLSTATE 40P01
+# (deadlock) and 40001 (serialization failure).
+TRANSIENT_CODES = {1213, 1205, "40P01", "40001"}
+ATTEMPTS = 3
+
+
+def is_transient(error: OperationalError) -> bool:
+    cause = error.__cause__
+    code = getattr(cause, "sqlstate", None) or (getattr(cause, "args", None) or [None])[0]
+    return code in TRANSIENT_CODES
+
+
 def handle_event(event: Event) -> None:
-    """Apply ``event`` atomically: on any error nothing of it is written."""
+    """Apply ``event`` atomically: on any error nothing of it is written.
+
+    When the database picks this transaction as a deadlock victim, it is run again
+    (up to three times). InnoDB does this to concurrent INSERT IGNOREs of one new
+    conversation SID: each holds a shared lock on the duplicate key and waits for the
+    other's exclusive one. Inside a caller's transaction there is nothing to retry:
+    the victim's whole transaction is gone, so the error goes up.
+    """
     if isinstance(event, OtherEvent):
         logger.debug("Acknowledged %s without storing it", event.event_type)
         return
-    with transaction.atomic():
-        if isinstance(event, MessageEvent):
-            handle_message_event(event)
-        else:
-            handle_conversation_event(event)
+    handler = handle_message_event if isinstance(event, MessageEvent) else handle_conversation_event
+    retry = not transaction.get_connection().in_atomic_block
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            with transaction.atomic():
+                handler(event)
+            return
+        except OperationalError as error:
+            if not (retry and attempt < ATTEMPTS and is_transient(error)):
+                raise
+            logger.info("Retrying %s after %s (attempt %d)", event.event_type, error, attempt)
+            time.sleep(random.uniform(0.01, 0.05) * attempt)

@@ -14,9 +14,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from . import get_conversation_model
@@ -40,7 +42,8 @@ def link_on_first_phone(conversation: AbstractTwilioConversation, phone: str) ->
     now = timezone.now()
     updates = {"customer_phone": phone, "booking_lookup_at": now}
     booking = None
-    if conversation.booking_id is None and conversation.link_method != LinkMethod.MANUAL:
+    may_link = conversation.booking_id is None and conversation.link_method != LinkMethod.MANUAL
+    if may_link:
         fields = booking_fields()
         booking = find_booking(phone, fields)
         if booking is not None:
@@ -55,12 +58,40 @@ def link_on_first_phone(conversation: AbstractTwilioConversation, phone: str) ->
     ).update(**updates)
     if not claimed:
         return False
+    if may_link and booking is None:
+        # A booking committed while this transaction was open is invisible to the
+        # lookup above, and its own after-commit relink cannot see this uncommitted
+        # conversation: each would miss the other. Looking again after our commit
+        # closes that gap; it costs two queries, only for customers without a booking.
+        transaction.on_commit(partial(_relink_phone_safely, phone))
     for name, value in updates.items():
         setattr(conversation, name, value)
     if booking is not None:
         logger.info("Linked conversation %s to booking %s (phone %s)",
                     conversation.conversation_sid, booking.pk, phone)
     return booking is not None
+
+
+def relink_phone(phone: str) -> int:
+    """Link the unlinked conversations of ``phone`` (E.164) to its best booking now."""
+    fields = booking_fields()
+    booking = find_booking(phone, fields)
+    if booking is None:
+        return 0
+    linked = _bulk_link(_unlinked(phone), booking.pk, getattr(booking, fields.apartment_attname),
+                        LinkMethod.RETROACTIVE)
+    if linked:
+        logger.info("Linked %d conversation(s) of %s to booking %s", linked, phone, booking.pk)
+    return linked
+
+
+def _relink_phone_safely(phone: str) -> None:
+    try:
+        relink_phone(phone)
+    except Exception:
+        # After the commit the webhook's answer is settled; a failure here must not
+        # turn it into a 500 that makes Twilio redeliver a stored message.
+        logger.exception("Looking up a booking for %s after the commit failed", phone)
 
 
 def _unlinked(phone: str):
@@ -138,16 +169,15 @@ def relink_phone_holder(holder_pk: Any) -> int:
     holder_field = fields.phone_path.rpartition("__")[2]
     phone = normalize_phone(fields.holder_model._default_manager.filter(pk=holder_pk)
                             .values_list(holder_field, flat=True).first())
-    if phone is None:
-        return 0
-    booking = find_booking(phone, fields)
-    if booking is None:
-        return 0
-    linked = _bulk_link(_unlinked(phone), booking.pk, getattr(booking, fields.apartment_attname),
-                        LinkMethod.RETROACTIVE)
-    if linked:
-        logger.info("Linked %d conversation(s) of %s to booking %s", linked, phone, booking.pk)
-    return linked
+    return 0 if phone is None else relink_phone(phone)
+
+
+def unindex_holder_bookings(holder_pk: Any) -> None:
+    """A tenant is being deleted: its bookings lose their phone (SET_NULL) or go too."""
+    fields = booking_fields()
+    booking_pks = list(fields.model._default_manager.filter(**{fields.holder_path: holder_pk})
+                       .values_list("pk", flat=True))
+    _store_booking_phones(booking_pks, None)
 
 
 def _store_booking_phones(booking_pks: list[Any], phone: str | None) -> None:
@@ -157,10 +187,13 @@ def _store_booking_phones(booking_pks: list[Any], phone: str | None) -> None:
     if phone is None:
         BookingPhone.objects.filter(booking_key__in=keys).delete()
         return
-    # One upsert statement on every backend (ON CONFLICT / ON DUPLICATE KEY).
+    # One upsert statement: ON CONFLICT (booking_key) on PostgreSQL and SQLite; MySQL
+    # and MariaDB take no conflict target (ON DUPLICATE KEY UPDATE) and refuse one.
+    conflict_target = connection.features.supports_update_conflicts_with_target
     BookingPhone.objects.bulk_create(
         [BookingPhone(booking_key=key, phone=phone) for key in keys],
-        update_conflicts=True, unique_fields=["booking_key"], update_fields=["phone"],
+        update_conflicts=True, update_fields=["phone"],
+        unique_fields=["booking_key"] if conflict_target else None,
     )
 
 
@@ -233,10 +266,13 @@ def _group_by_phone(qs) -> Iterator[tuple[str, list[str]]]:
 
 
 def update_conversation_links(
-    *, phone: str | None = None, conversation_sid: str | None = None, dry_run: bool = False
+    *, phone: str | None = None, conversation_sid: str | None = None, dry_run: bool = False,
+    conversations: QuerySet | None = None,
 ) -> LinkReport:
     """Look up a booking for every unlinked conversation with a known customer phone,
-    optionally only for one phone (any format) or one conversation SID.
+    optionally only for one phone (any format), one conversation SID, or the unlinked
+    ones among ``conversations`` (a queryset of the conversation model: the admin's
+    selection).
 
     One lookup and one bulk UPDATE per distinct phone. Manual links and conversations
     whose manager unlinked them by hand are never touched. Raises ValueError for a
@@ -254,6 +290,8 @@ def update_conversation_links(
         qs = qs.filter(customer_phone=normalized)
     if conversation_sid is not None:
         qs = qs.filter(conversation_sid=conversation_sid)
+    if conversations is not None:
+        qs = qs.filter(pk__in=conversations.values("pk"))
 
     fields = booking_fields()
     report = LinkReport(dry_run=dry_run)
@@ -279,4 +317,5 @@ def link_manually(conversation: AbstractTwilioConversation) -> None:
     automation never overwrites it."""
     conversation.link_method = LinkMethod.MANUAL
     conversation.linked_at = timezone.now()
-    conversation.booking_lookup_at = conversation.booking_lookup_at or conversation.linked_at
+    # booking_lookup_at stays as it is: the customer's first message must still record
+    # the phone; link_on_first_phone sees the manual method and looks nothing up.

@@ -28,8 +28,9 @@ class LinkMethod(models.TextChoices):
 
 class AbstractTwilioConversation(models.Model):
     conversation_sid = models.CharField(_("conversation SID"), max_length=34, unique=True)
-    friendly_name = models.CharField(_("friendly name"), max_length=255, blank=True)
-    unique_name = models.CharField(_("unique name"), max_length=255, blank=True)
+    # Twilio allows 256 characters in both.
+    friendly_name = models.CharField(_("friendly name"), max_length=256, blank=True)
+    unique_name = models.CharField(_("unique name"), max_length=256, blank=True)
     state = models.CharField(_("state"), max_length=20, blank=True)
     chat_service_sid = models.CharField(max_length=34, blank=True)
     messaging_service_sid = models.CharField(max_length=34, blank=True)

@@ -26,13 +26,15 @@ PLACEHOLDER_NAME = "Conversation {sid}"
 
 
 def save_conversation_to_db(
-    conversation_sid: str, **fields: Any
+    conversation_sid: str, *, overwrite: bool = False, **fields: Any
 ) -> tuple[AbstractTwilioConversation, bool]:
     """Fetch or create the conversation ``conversation_sid``, locked for this transaction.
 
     ``fields`` complete the row: on creation they are its values (the friendly name
-    defaults to "Conversation {sid}"); on an existing row they fill what is still blank
-    or a placeholder, never overwrite what an earlier event set. Returns
+    defaults to "Conversation {sid}"). On an existing row they fill what is still blank
+    or a placeholder, so a late onConversationAdded never undoes what a newer event
+    set; with ``overwrite`` (onConversationUpdated, onConversationStateUpdated: events
+    that report a change) every non-empty field replaces the stored one. Returns
     (conversation, created).
     """
     Conversation = get_conversation_model()
@@ -52,23 +54,20 @@ def save_conversation_to_db(
             )
             conversation = locked.get(conversation_sid=conversation_sid)
         else:
-            _complete(conversation, fields)
+            _complete(conversation, fields, overwrite)
     return conversation, created
 
 
-def _complete(conversation: AbstractTwilioConversation, fields: dict[str, Any]) -> None:
-    """Fill blanks from a later (or earlier-sent, later-arrived) event."""
+def _complete(conversation: AbstractTwilioConversation, fields: dict[str, Any], overwrite: bool) -> None:
     placeholder = PLACEHOLDER_NAME.format(sid=conversation.conversation_sid)
     changed = []
     for name, value in fields.items():
         if value in (None, "", {}, []):
             continue
         current = getattr(conversation, name)
-        if (name == "friendly_name" and current == placeholder) or current in (None, "", {}, []):
+        blank = current in (None, "", {}, []) or (name == "friendly_name" and current == placeholder)
+        if (blank or overwrite) and current != value:
             setattr(conversation, name, value)
-            changed.append(name)
-        elif name == "state" and current != value:
-            setattr(conversation, name, value)  # state moves on; the newest event wins
             changed.append(name)
     if changed:
         conversation.save(update_fields=[*changed, "updated_at"])
@@ -107,7 +106,9 @@ def save_message_to_db(
             media=event.media,
         )
         return message, True
-    if event.event_type == "onMessageUpdated":
+    stale = (event.date_updated is not None and message.date_updated is not None
+             and event.date_updated < message.date_updated)
+    if event.event_type == "onMessageUpdated" and not stale:
         message.body = event.body
         message.attributes = event.attributes
         message.media = event.media or message.media

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.db import transaction
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import post_delete, post_save, pre_delete
 
 from .booking_lookup import booking_fields
 from .linking import (
@@ -27,6 +27,7 @@ from .linking import (
     index_holder_bookings,
     link_conversations_to_booking,
     relink_phone_holder,
+    unindex_holder_bookings,
 )
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,12 @@ def phone_holder_saved(sender: type, instance: Any, raw: bool = False, **kwargs:
     _link_after_commit(relink_phone_holder, instance)
 
 
+def phone_holder_deleted(sender: type, instance: Any, **kwargs: Any) -> None:
+    # pre_delete: the bookings still point at the tenant, so they can be found; after
+    # the delete they are gone (CASCADE) or have no tenant (SET_NULL) and no phone.
+    _index_now(unindex_holder_bookings, instance)
+
+
 def connect() -> None:
     """Connect the receivers for the configured models (called from ready())."""
     fields = booking_fields()
@@ -84,3 +91,5 @@ def connect() -> None:
     if fields.holder_model is not fields.model:
         post_save.connect(phone_holder_saved, sender=fields.holder_model,
                           dispatch_uid="django_twilio_convlink.phone_holder_saved")
+        pre_delete.connect(phone_holder_deleted, sender=fields.holder_model,
+                           dispatch_uid="django_twilio_convlink.phone_holder_deleted")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth.decorators import login_not_required
@@ -35,7 +36,7 @@ class TwilioWebhookView(View):
     http_method_names = ["post", "head"]
 
     @classmethod
-    def as_view(cls, **initkwargs: Any):
+    def as_view(cls, **initkwargs: Any) -> Callable[..., HttpResponse]:
         view = super().as_view(**initkwargs)
         return csrf_exempt(login_not_required(transaction.non_atomic_requests(view)))
 

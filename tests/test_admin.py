@@ -114,3 +114,12 @@ def test_thread_renders_and_the_form_posts_back(admin_client, booking):
     conversation.refresh_from_db()
     assert conversation.link_method == "manual"
     assert conversation.messages.count() == 2
+
+
+@pytest.mark.parametrize("selected", [2, 20])
+def test_relink_action_cost_does_not_grow_with_the_selection(admin_client, booking, selected,
+                                                             django_assert_max_num_queries):
+    pks = [c.pk for c in ConversationFactory.create_batch(selected, customer_phone=CUSTOMER)]
+    with django_assert_max_num_queries(12):
+        admin_client.post(reverse(CHANGELIST), {"action": "relink_selected", "_selected_action": pks})
+    assert ChatConversation.objects.filter(booking=booking).count() == selected

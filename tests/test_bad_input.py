@@ -2,7 +2,7 @@
 and neither leaves anything half-written."""
 
 import pytest
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, OperationalError, connection
 
 from tests.conftest import payload
 from tests.testapp.models import ChatConversation, ChatMessage
@@ -94,3 +94,35 @@ def test_retry_after_database_failure_stores_the_message(twilio_client):
         assert twilio_client.webhook(data).status_code == 500
     assert twilio_client.webhook({**data, "RetryCount": "1"}).status_code == 200
     assert ChatMessage.objects.get().message_sid == data["MessageSid"]
+
+
+class DriverDeadlock(Exception):
+    """Stands in for the driver's exception: MySQLdb puts the error number first."""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deadlock_victim_is_retried_and_stored(twilio_client):
+    failures = []
+
+    def deadlock_once(execute, sql, params, many, context):
+        if "testapp_chatmessage" in sql and sql.lstrip().upper().startswith("INSERT") and not failures:
+            failures.append(sql)
+            raise OperationalError("Deadlock found") from DriverDeadlock(1213, "Deadlock found")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(deadlock_once):
+        response = twilio_client.webhook(payload(GOOD))
+    assert failures and response.status_code == 200
+    assert ChatMessage.objects.count() == 1 and ChatConversation.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_persistent_deadlock_gives_500_and_nothing_written(twilio_client):
+    def always(execute, sql, params, many, context):
+        if "testapp_chatmessage" in sql and sql.lstrip().upper().startswith("INSERT"):
+            raise OperationalError("Deadlock found") from DriverDeadlock(1213, "Deadlock found")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(always):
+        assert twilio_client.webhook(payload(GOOD)).status_code == 500
+    assert nothing_written()

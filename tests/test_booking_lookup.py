@@ -155,3 +155,11 @@ def test_lookup_uses_the_phone_index():
     plan = qs.explain()
     assert "convlink_phone_booking" in plan, plan
     assert qs.first().guest.full_name == "g42"
+
+
+def test_deleted_tenant_leaves_the_index():
+    guest = GuestFactory(mobile=PHONE)
+    booking = stay(guest, 0, 2)  # Reservation.guest is SET_NULL: the booking stays
+    guest.delete()
+    assert Reservation.objects.filter(pk=booking.pk).exists()
+    assert get_booking_from_phone(PHONE) is None

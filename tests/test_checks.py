@@ -14,6 +14,7 @@ def ids(**changes) -> set[str]:
         return {message.id for message in check_settings()}
 
 
+@pytest.mark.django_db  # Django 6.1 runs the database checks too
 def test_the_test_settings_are_clean():
     assert ids() == set()
     call_command("check")

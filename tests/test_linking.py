@@ -112,3 +112,33 @@ def test_manual_link_is_kept_when_customer_writes(twilio_client, stay):
     conversation = ChatConversation.objects.get()
     assert (conversation.booking, conversation.link_method) == (other, "manual")
     assert conversation.customer_phone == CUSTOMER
+
+
+def test_booking_committed_during_the_first_message_is_linked_after_commit(
+        twilio_client, django_capture_on_commit_callbacks):
+    """The webhook's lookup cannot see a booking whose transaction commits while the
+    webhook's is open, and that booking's relink cannot see the webhook's uncommitted
+    conversation. The lookup that found nothing is repeated after the commit."""
+    from django_twilio_convlink.linking import index_booking_phone
+    from tests.testapp.models import Reservation
+
+    with django_capture_on_commit_callbacks(execute=False) as after_webhook:
+        twilio_client.webhook(payload("onMessageAdded_sms_from_customer"))
+    assert ChatConversation.objects.get().booking is None
+    # The booking as the other transaction left it: row and index committed, its own
+    # relink already run (and found no conversation to link).
+    template = ReservationFactory.build(guest=GuestFactory(mobile="(415) 555-0142"))
+    template.unit.save()
+    [booking] = Reservation.objects.bulk_create([template])
+    index_booking_phone(booking.pk)
+    for callback in after_webhook:
+        callback()
+    assert ChatConversation.objects.get().booking == booking
+
+
+def test_manual_link_made_before_the_phone_was_known_still_records_it(twilio_client, stay):
+    conversation_sid = sid("CH")
+    ChatConversation.objects.create(conversation_sid=conversation_sid, booking=stay, link_method="manual")
+    twilio_client.webhook(payload("onMessageAdded_sms_from_customer", ConversationSid=conversation_sid))
+    conversation = ChatConversation.objects.get()
+    assert (conversation.customer_phone, conversation.link_method) == (CUSTOMER, "manual")

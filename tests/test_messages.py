@@ -155,3 +155,35 @@ def test_timestamp_without_offset_is_read_as_utc(twilio_client):
     stored = ChatMessage.objects.get().date_created
     assert stored.utcoffset().total_seconds() == 0
     assert stored.hour == 13
+
+
+def test_late_conversation_added_does_not_undo_a_newer_state(twilio_client):
+    twilio_client.webhook(payload("onConversationStateUpdated", StateFrom="active", StateTo="closed"))
+    twilio_client.webhook(payload("onConversationAdded_sms_autocreated", State="active"))
+    assert ChatConversation.objects.get().state == "closed"
+
+
+def test_conversation_updated_renames(twilio_client):
+    twilio_client.webhook(payload("onConversationAdded_sms_autocreated", FriendlyName="Old name"))
+    updated = payload("onConversationAdded_sms_autocreated", EventType="onConversationUpdated",
+                      FriendlyName="Unit 4B heater")
+    assert twilio_client.webhook(updated).status_code == 200
+    assert ChatConversation.objects.get().friendly_name == "Unit 4B heater"
+
+
+def test_older_update_arriving_late_is_ignored(twilio_client):
+    added = payload("onMessageAdded_from_assistant_via_api")
+    twilio_client.webhook(added)
+    newer = payload("onMessageUpdated", MessageSid=added["MessageSid"], Body="v2",
+                    DateUpdated="2026-11-20T13:46:00.000Z")
+    older = payload("onMessageUpdated", MessageSid=added["MessageSid"], Body="v1",
+                    DateUpdated="2026-11-20T13:45:00.000Z")
+    twilio_client.webhook(newer)
+    assert twilio_client.webhook(older).status_code == 200
+    assert ChatMessage.objects.get().body == "v2"
+
+
+def test_friendly_name_of_256_characters_is_accepted(twilio_client):
+    data = payload("onConversationAdded_sms_autocreated", FriendlyName="n" * 256)
+    assert twilio_client.webhook(data).status_code == 200
+    assert len(ChatConversation.objects.get().friendly_name) == 256

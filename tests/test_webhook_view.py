@@ -146,3 +146,22 @@ def test_url_is_reversible_by_name():
     from django.urls import reverse
 
     assert reverse("twilio_convlink:webhook") == WEBHOOK_PATH
+
+
+def test_url_without_trailing_slash_is_served_not_redirected(settings):
+    assert settings.APPEND_SLASH
+    path = WEBHOOK_PATH.rstrip("/")
+    response = TwilioClient().webhook(payload("onMessageAdded_sms_from_customer"), path=path)
+    assert response.status_code == 200
+    assert ChatMessage.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_atomic_requests_does_not_wrap_the_view(monkeypatch, captured_sql):
+    """The view is non_atomic_requests: its own transaction is the outermost one, not a
+    savepoint inside a request-wide transaction (which issue 4's delivery log needs)."""
+    monkeypatch.setitem(connection.settings_dict, "ATOMIC_REQUESTS", True)
+    with captured_sql() as capture:
+        response = TwilioClient().webhook(payload("onMessageAdded_sms_from_customer"))
+    assert response.status_code == 200
+    assert not [q for q in capture.sql if "SAVEPOINT" in q.upper()]

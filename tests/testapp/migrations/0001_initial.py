@@ -17,8 +17,8 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('conversation_sid', models.CharField(max_length=34, unique=True, verbose_name='conversation SID')),
-                ('friendly_name', models.CharField(blank=True, max_length=255, verbose_name='friendly name')),
-                ('unique_name', models.CharField(blank=True, max_length=255, verbose_name='unique name')),
+                ('friendly_name', models.CharField(blank=True, max_length=256, verbose_name='friendly name')),
+                ('unique_name', models.CharField(blank=True, max_length=256, verbose_name='unique name')),
                 ('state', models.CharField(blank=True, max_length=20, verbose_name='state')),
                 ('chat_service_sid', models.CharField(blank=True, max_length=34)),
                 ('messaging_service_sid', models.CharField(blank=True, max_length=34)),
