@@ -13,7 +13,7 @@ url="http://127.0.0.1:$port/twilio/webhook/"
 
 "$PY" manage.py rundemo "127.0.0.1:$port" >"$work/server.log" 2>&1 &
 server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 60); do
     curl -fsS -o /dev/null -I "$url" 2>/dev/null && break
     sleep 0.5
