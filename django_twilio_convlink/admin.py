@@ -55,12 +55,14 @@ class MessageInline(admin.TabularInline):
 class ConversationAdmin(admin.ModelAdmin):
     list_display = ("conversation_sid", "friendly_name", "customer_phone", "booking",
                     "apartment", "link_method", "linked_at", "created_at")
-    list_filter = (LinkedFilter, "link_method", "state")
+    list_filter = (LinkedFilter, "link_method", "is_group_chat", "state")
     search_fields = ("conversation_sid", "customer_phone", "friendly_name")
     list_select_related = ("booking", "apartment")
     raw_id_fields = ("booking", "apartment")
     readonly_fields = ("conversation_sid", "link_method", "linked_at", "booking_lookup_at",
-                       "date_created", "created_at", "updated_at")
+                       "date_created", "created_at", "updated_at", "is_group_chat", "group_chat",
+                       "group_chat_error", "group_chat_error_code", "group_chat_attempts",
+                       "group_chat_retry_at")
     date_hierarchy = "created_at"
     actions = ["relink_selected"]
     fieldsets = (
@@ -68,6 +70,9 @@ class ConversationAdmin(admin.ModelAdmin):
                            "customer_phone")}),
         (_("Link"), {"fields": ("booking", "apartment", "link_method", "linked_at",
                                 "booking_lookup_at")}),
+        (_("Group chat"), {"fields": ("is_group_chat", "group_chat", "group_chat_error",
+                                      "group_chat_error_code", "group_chat_attempts",
+                                      "group_chat_retry_at")}),
         (_("Twilio"), {"classes": ("collapse",),
                        "fields": ("chat_service_sid", "messaging_service_sid", "attributes",
                                   "date_created", "created_at", "updated_at")}),
@@ -102,12 +107,12 @@ class ConversationAdmin(admin.ModelAdmin):
 
 class MessageAdmin(admin.ModelAdmin):
     list_display = ("message_sid", "conversation", "direction", "author", "short_body",
-                    "source", "date_created")
-    list_filter = ("direction", "source")
+                    "source", "forward_state", "date_created")
+    list_filter = ("direction", "source", "forward_state")
     search_fields = ("message_sid", "author", "body", "conversation__conversation_sid")
     list_select_related = ("conversation",)
     raw_id_fields = ("conversation",)
-    readonly_fields = ("message_sid", "created_at", "updated_at")
+    readonly_fields = ("message_sid", "forward_state", "forwarded_sid", "created_at", "updated_at")
     date_hierarchy = "created_at"
 
     @admin.display(description=_("body"))

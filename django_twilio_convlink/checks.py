@@ -132,6 +132,48 @@ def _check_phones(errors: list, warnings: list) -> None:
                 "phone number but does not parse.", 'Write it in E.164, e.g. "+15612205252".', 8))
 
 
+def _check_group_chat(errors: list, warnings: list) -> None:
+    from django.utils.module_loading import import_string
+
+    path = convlink_settings.get("API_BACKEND")
+    try:
+        import_string(path)
+    except ImportError as exc:
+        errors.append(_error(f'{SETTINGS_NAME}["API_BACKEND"] = {path!r} cannot be imported: {exc}',
+                             'Use "django_twilio_convlink.api.SdkBackend", ".ConsoleBackend" or '
+                             '".LocmemBackend".', 11))
+    if not convlink_settings.get("GROUP_CHAT"):
+        return
+    from . import tasks
+
+    if not tasks.TASKS_AVAILABLE:
+        errors.append(_error(
+            "The group chat runs as a task, and this Django has no tasks framework.",
+            'On Django 5.2 install the backport: pip install "django-twilio-convlink[tasks]" '
+            "(django-tasks); Django 6.0+ has django.tasks built in. Or set GROUP_CHAT to False.", 10))
+    else:
+        alias = convlink_settings.get("TASK_BACKEND")
+        if alias not in tasks.task_backends.settings:
+            errors.append(_error(f'{SETTINGS_NAME}["TASK_BACKEND"] = {alias!r} is not in settings.TASKS.',
+                                 "Name one of the aliases of settings.TASKS.", 12))
+    if path.endswith(".SdkBackend"):
+        has_key = convlink_settings.get("API_KEY_SID") and convlink_settings.get("API_KEY_SECRET")
+        if not convlink_settings.get("ACCOUNT_SID") or not (has_key or convlink_settings.get("AUTH_TOKEN")):
+            warnings.append(checks.Warning(
+                "GROUP_CHAT is on with the Twilio SDK backend but without credentials: every group "
+                "chat will fail.",
+                hint="Set ACCOUNT_SID and AUTH_TOKEN (or API_KEY_SID and API_KEY_SECRET), or use "
+                     '"django_twilio_convlink.api.ConsoleBackend" in development.',
+                id="twilio_convlink.W004"))
+    for key in ("TWILIO_PHONE", "MANAGER_PHONE"):
+        phone = normalize_phone(convlink_settings.get(key))
+        if phone and not phone.startswith("+1"):
+            warnings.append(checks.Warning(
+                f'{SETTINGS_NAME}["{key}"] is {phone}: group MMS serves +1 numbers only.',
+                hint="Use a US or Canadian number, or set GROUP_CHAT to False.",
+                id="twilio_convlink.W005"))
+
+
 @checks.register()
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     from .models import AbstractTwilioConversation, AbstractTwilioMessage
@@ -153,6 +195,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     if booking is not None:
         _check_booking_fields(booking, apartment, errors)
     _check_phones(errors, warnings)
+    _check_group_chat(errors, warnings)
 
     if convlink_settings.get("VALIDATE_SIGNATURE", True):
         if not convlink_settings.get("AUTH_TOKEN"):

@@ -39,6 +39,18 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_URL": None,
     # Twilio caps a Conversations message body at 32 KiB; anything longer is not Twilio.
     "MAX_BODY_LENGTH": 32 * 1024,
+    # The group chat (customer, manager, assistant) and the forwarding into it.
+    "GROUP_CHAT": True,
+    "MESSAGING_SERVICE_SID": "",
+    "API_BACKEND": "django_twilio_convlink.api.SdkBackend",
+    "API_KEY_SID": "",
+    "API_KEY_SECRET": "",
+    "API_BASE_URL": None,
+    "API_TIMEOUT": 10,
+    "TASK_BACKEND": "default",
+    "TASK_QUEUE": "default",
+    "GROUP_CHAT_MAX_ATTEMPTS": 8,
+    "GROUP_CHAT_RETRY_DELAY": 60,
 }
 
 # Settings without which the app cannot define its models or link anything.

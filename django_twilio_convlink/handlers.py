@@ -10,6 +10,7 @@ import time
 from django.db import OperationalError, transaction
 
 from .events import ConversationEvent, Event, MessageEvent, OtherEvent
+from .group_chat import wants_forward
 from .linking import link_on_first_phone
 from .persistence import conversation_fields, save_conversation_to_db, save_message_to_db
 from .phones import customer_phone_from_addresses, customer_phone_from_author
@@ -19,9 +20,14 @@ logger = logging.getLogger(__name__)
 
 def handle_message_event(event: MessageEvent) -> None:
     conversation, _ = save_conversation_to_db(event.conversation_sid)
-    message, created = save_message_to_db(conversation, event)
+    forward = wants_forward(conversation, event.author)
+    message, created = save_message_to_db(conversation, event, forward=forward)
     if not created:
         return
+    if forward:
+        from .tasks import enqueue_forward  # the tasks framework loads on first use
+
+        enqueue_forward(message.pk)
     # Only a customer's message can teach the app the customer's phone; a system
     # author (Twilio number, manager, assistant) must not cost a booking query.
     if conversation.booking_lookup_at is None:

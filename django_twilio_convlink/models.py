@@ -26,6 +26,15 @@ class LinkMethod(models.TextChoices):
     MANUAL = "manual", _("Manual")
 
 
+class ForwardState(models.TextChoices):
+    """Where an inbound customer message stands on its way into the group chat."""
+
+    PENDING = "pending", _("Pending")
+    SENT = "sent", _("Sent")
+    FAILED = "failed", _("Failed, will be retried")
+    PERMANENT = "permanent", _("Failed permanently")
+
+
 class AbstractTwilioConversation(models.Model):
     conversation_sid = models.CharField(_("conversation SID"), max_length=34, unique=True)
     # Twilio allows 256 characters in both.
@@ -56,6 +65,18 @@ class AbstractTwilioConversation(models.Model):
     # Set once, when the customer's phone is first learned and the booking lookup runs:
     # the marker that keeps every later message free of booking queries.
     booking_lookup_at = models.DateTimeField(_("booking looked up at"), null=True, blank=True)
+
+    # The customer's group chat (customer, manager, assistant), itself a conversation
+    # row marked is_group_chat; and the last failure to create it or post into it.
+    is_group_chat = models.BooleanField(_("is a group chat"), default=False)
+    group_chat = models.ForeignKey(
+        "self", verbose_name=_("group chat"), null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="customer_conversations", limit_choices_to={"is_group_chat": True},
+    )
+    group_chat_error = models.TextField(_("group chat error"), blank=True)
+    group_chat_error_code = models.IntegerField(_("group chat error code"), null=True, blank=True)
+    group_chat_attempts = models.PositiveIntegerField(_("failed group chat attempts"), default=0)
+    group_chat_retry_at = models.DateTimeField(_("group chat retry at"), null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -94,6 +115,10 @@ class AbstractTwilioMessage(models.Model):
     participant_sid = models.CharField(max_length=34, blank=True)
     attributes = models.JSONField(default=dict, blank=True)
     media = models.JSONField(default=list, blank=True)
+    # Inbound customer messages only: the copy posted into the group chat.
+    forward_state = models.CharField(_("forward"), max_length=10, choices=ForwardState.choices,
+                                     blank=True, db_index=True)
+    forwarded_sid = models.CharField(_("forwarded as"), max_length=34, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

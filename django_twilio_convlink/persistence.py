@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from . import get_conversation_model, get_message_model
 from .events import ConversationEvent, MessageEvent
-from .models import AbstractTwilioConversation, AbstractTwilioMessage, Direction
+from .models import AbstractTwilioConversation, AbstractTwilioMessage, Direction, ForwardState
 from .phones import is_system_author
 
 PLACEHOLDER_NAME = "Conversation {sid}"
@@ -78,14 +78,15 @@ def direction_of(author: str | None) -> str:
 
 
 def save_message_to_db(
-    conversation: AbstractTwilioConversation, event: MessageEvent
+    conversation: AbstractTwilioConversation, event: MessageEvent, *, forward: bool = False
 ) -> tuple[AbstractTwilioMessage, bool]:
     """Store the message of ``event`` in ``conversation`` (which the caller holds locked,
     see save_conversation_to_db) or update the stored one. Returns (message, created).
 
     onMessageAdded for a stored SID is a redelivery and changes nothing. Updated and
     Removed events change body, attributes, media and dates, and create the row when
-    they overtake its onMessageAdded: nothing the customer sent is dropped.
+    they overtake its onMessageAdded: nothing the customer sent is dropped. A new
+    message created with ``forward`` is marked pending for the group chat.
     """
     Message = get_message_model()
     message = Message._default_manager.filter(message_sid=event.message_sid).first()
@@ -104,6 +105,7 @@ def save_message_to_db(
             participant_sid=event.participant_sid,
             attributes=event.attributes,
             media=event.media,
+            forward_state=ForwardState.PENDING if forward else "",
         )
         return message, True
     stale = (event.date_updated is not None and message.date_updated is not None

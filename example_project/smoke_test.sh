@@ -23,10 +23,14 @@ done
 "$PY" manage.py send_sample_webhook --url "$url" --wrong-signature  # fails unless 403
 "$PY" manage.py shell -c '
 from messaging.models import TwilioConversation
-c = TwilioConversation.objects.get()
+c = TwilioConversation.objects.get(is_group_chat=False)
 assert c.booking is not None, "conversation not linked"
 assert c.booking.start_date <= __import__("datetime").date.today() <= c.booking.end_date, c.booking
 assert c.apartment == c.booking.apartment and c.link_method == "automatic"
 assert c.messages.count() == 1
-print(f"example site ok: {c.conversation_sid} linked to {c.booking} ({c.link_method})")
+g = c.group_chat
+assert g is not None and g.is_group_chat and g.booking == c.booking, "no group chat"
+assert c.messages.get().forward_state == "sent" and g.messages.get().author == "ASSISTANT"
+print(f"example site ok: {c.conversation_sid} linked to {c.booking} ({c.link_method}); "
+      f"group chat {g.conversation_sid} got the forward")
 '

@@ -48,9 +48,14 @@ def twilio_client() -> TwilioClient:
     return TwilioClient()
 
 
-@pytest.fixture
-def new_conversation_sid() -> str:
-    return sid("CH")
+@pytest.fixture(autouse=True)
+def api_outbox():
+    """The Twilio calls the app made in this test (LocmemBackend), emptied before it."""
+    from django_twilio_convlink import api
+
+    api.LocmemBackend.reset()
+    yield api.outbox
+    api.LocmemBackend.reset()
 
 
 @pytest.fixture

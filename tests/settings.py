@@ -3,6 +3,8 @@
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/test pytest
 """
 
+import importlib.util
+
 import environ
 
 env = environ.Env()
@@ -28,6 +30,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django_twilio_convlink",
+    "django_tasks_db",  # the worker test's task backend
     "tests.testapp",
 ]
 
@@ -71,6 +74,19 @@ TWILIO_CONVLINK = {
     "PHONE_REGION": "US",
     "VALIDATE_SIGNATURE": True,
     "WEBHOOK_URL": None,
+    # Twilio calls are recorded, not made (django_twilio_convlink.api.outbox).
+    "API_BACKEND": "django_twilio_convlink.api.LocmemBackend",
+    "MESSAGING_SERVICE_SID": "MG33333333333333333333333333333333",
+}
+
+# Django 6.0+ has the framework built in; Django 5.2 uses the django-tasks backport.
+_TASKS = "django.tasks" if importlib.util.find_spec("django.tasks") else "django_tasks"
+TASKS = {
+    "default": {"BACKEND": f"{_TASKS}.backends.immediate.ImmediateBackend"},
+    # Enqueues and runs nothing: for tests that run the task themselves.
+    "dummy": {"BACKEND": f"{_TASKS}.backends.dummy.DummyBackend"},
+    # Rows in the database, run by `manage.py db_worker`: a real worker setup.
+    "database": {"BACKEND": "django_tasks_db.DatabaseBackend"},
 }
 
 LOGGING = {

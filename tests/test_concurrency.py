@@ -40,14 +40,17 @@ def deliver_at_once(deliveries: list[dict[str, str]]) -> list[int]:
     return statuses
 
 
-def test_same_first_message_from_eight_threads():
+def test_same_first_message_from_eight_threads(api_outbox):
     booking = ReservationFactory(guest=GuestFactory(mobile="(415) 555-0142"))
     data = payload("onMessageAdded_sms_from_customer")
     statuses = deliver_at_once([{**data, "RetryCount": str(i)} for i in range(THREADS)])
     assert statuses == [200] * THREADS
-    assert ChatConversation.objects.count() == 1
-    assert ChatMessage.objects.count() == 1
-    assert ChatConversation.objects.get().booking == booking
+    customer = ChatConversation.objects.get(conversation_sid=data["ConversationSid"])
+    assert customer.booking == booking
+    assert ChatMessage.objects.filter(message_sid=data["MessageSid"]).count() == 1
+    # One group chat made and one forward, whatever the redeliveries.
+    assert [call.method for call in api_outbox] == ["create_group_chat", "send_message"]
+    assert ChatConversation.objects.filter(is_group_chat=True).count() == 1
 
 
 def test_conversation_and_message_events_racing():
@@ -56,7 +59,36 @@ def test_conversation_and_message_events_racing():
     messages = [payload("onMessageAdded_sms_from_customer", Index=str(i)) for i in range(THREADS - 1)]
     statuses = deliver_at_once([conversation, *messages])
     assert statuses == [200] * THREADS
-    assert ChatConversation.objects.count() == 1
-    assert ChatMessage.objects.count() == THREADS - 1
-    linked = ChatConversation.objects.get()
+    assert ChatConversation.objects.filter(is_group_chat=False).count() == 1
+    linked = ChatConversation.objects.get(is_group_chat=False)
+    assert linked.messages.count() == THREADS - 1
     assert (linked.booking, linked.link_method) == (booking, "automatic")
+
+
+def test_same_task_run_twice_at_once(settings, api_outbox):
+    from django_twilio_convlink.group_chat import forward_customer_message
+
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "TASK_BACKEND": "dummy"}
+    ReservationFactory(guest=GuestFactory(mobile="(415) 555-0142"))
+    data = payload("onMessageAdded_sms_from_customer")
+    assert TwilioClient().webhook(data).status_code == 200
+    message = ChatMessage.objects.get(message_sid=data["MessageSid"])
+    assert message.forward_state == "pending" and api_outbox == []
+
+    barrier = threading.Barrier(2)
+    results: list[str] = []
+
+    def run() -> None:
+        try:
+            barrier.wait(timeout=10)
+            results.append(forward_customer_message(message.pk))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert [call.method for call in api_outbox] == ["create_group_chat", "send_message"]
+    assert results[0] == results[1] == api_outbox[1].result

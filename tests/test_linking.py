@@ -133,7 +133,7 @@ def test_booking_committed_during_the_first_message_is_linked_after_commit(
     index_booking_phone(booking.pk)
     for callback in after_webhook:
         callback()
-    assert ChatConversation.objects.get().booking == booking
+    assert ChatConversation.objects.get(is_group_chat=False).booking == booking
 
 
 def test_manual_link_made_before_the_phone_was_known_still_records_it(twilio_client, stay):

@@ -83,6 +83,13 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
+def _has_django_tasks() -> bool:
+    # Django 6.0+ ships django.tasks; Django 5.2 uses the django-tasks backport.
+    from importlib.util import find_spec
+
+    return find_spec("django.tasks") is not None
+
+
 TWILIO_CONVLINK = {
     "ACCOUNT_SID": env.str("TWILIO_ACCOUNT_SID", default=""),
     "AUTH_TOKEN": env.str("TWILIO_AUTH_TOKEN", default=_dev_default("dev-auth-token-not-secret")),
@@ -104,7 +111,24 @@ TWILIO_CONVLINK = {
     # The public URL configured in Twilio, when a tunnel or proxy makes the URL Django
     # sees differ from the one Twilio signed.
     "WEBHOOK_URL": env.str("WEBHOOK_URL", default=None),
+    # The group chat (customer + manager + assistant). Without an account the calls go
+    # to the console backend, which logs them instead of calling Twilio.
+    "GROUP_CHAT": env.bool("TWILIO_GROUP_CHAT", default=True),
+    "MESSAGING_SERVICE_SID": env.str("TWILIO_MESSAGING_SERVICE_SID", default=""),
+    "API_BACKEND": env.str(
+        "TWILIO_API_BACKEND",
+        default="django_twilio_convlink.api.SdkBackend" if env.str("TWILIO_ACCOUNT_SID", default="")
+        else "django_twilio_convlink.api.ConsoleBackend",
+    ),
 }
+
+# Group chat work runs as tasks. The default ImmediateBackend runs them right after
+# the webhook's commit, in the request; see the README for running them on a worker.
+TASKS = {"default": {"BACKEND": env.str(
+    "TASKS_BACKEND",
+    default="django.tasks.backends.immediate.ImmediateBackend" if _has_django_tasks()
+    else "django_tasks.backends.immediate.ImmediateBackend",
+)}}
 
 # The app logs each link it makes and each webhook it refuses (with the reason and
 # the URL it validated against): show both in the runserver console.

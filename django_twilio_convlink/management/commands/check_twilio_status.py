@@ -20,7 +20,7 @@ from django.urls import NoReverseMatch, reverse
 
 from ... import get_conversation_model, get_message_model
 from ...conf import convlink_settings
-from ...models import Direction
+from ...models import Direction, ForwardState
 
 
 def percent(part: int, whole: int) -> str:
@@ -77,6 +77,23 @@ class Command(BaseCommand):
             write(f"{sid}  phone={phone or '(unknown)'}  method={method or '-'}")
         if not rows:
             write("(none)")
+
+        write("")
+        write("=== Group Chats ===")
+        Message = get_message_model()
+        states = dict(Message._default_manager.exclude(forward_state="")
+                      .values_list("forward_state").annotate(n=Count("pk")).order_by())
+        groups = Conversation._default_manager.filter(is_group_chat=True).count()
+        write(f"Group chats: {groups}; forwards: " + ", ".join(
+            f"{state.label.lower()} {states.get(state.value, 0)}" for state in ForwardState))
+        failing = (Conversation._default_manager.exclude(group_chat_error="")
+                   .order_by("-updated_at")
+                   .values_list("conversation_sid", "customer_phone", "group_chat_error_code",
+                                "group_chat_attempts", "group_chat_retry_at", "group_chat_error")[:limit])
+        for sid, phone, code, attempts, retry_at, error in failing:
+            when = f"retry at {retry_at:%Y-%m-%d %H:%M}" if retry_at else "not retried"
+            write(f"{sid}  phone={phone or '(unknown)'}  code={code or '-'}  attempts={attempts}  "
+                  f"{when}: {error}")
 
         write("")
         write("=== Webhook ===")

@@ -13,6 +13,21 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
+            name='Guest',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('full_name', models.CharField(max_length=100)),
+                ('mobile', models.CharField(blank=True, max_length=40)),
+            ],
+        ),
+        migrations.CreateModel(
+            name='Property',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('title', models.CharField(max_length=100)),
+            ],
+        ),
+        migrations.CreateModel(
             name='ChatConversation',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
@@ -28,8 +43,15 @@ class Migration(migrations.Migration):
                 ('link_method', models.CharField(blank=True, choices=[('automatic', "Automatic (customer's first message)"), ('retroactive', 'Retroactive (booking saved later)'), ('manual', 'Manual')], max_length=12, verbose_name='link method')),
                 ('linked_at', models.DateTimeField(blank=True, null=True, verbose_name='linked at')),
                 ('booking_lookup_at', models.DateTimeField(blank=True, null=True, verbose_name='booking looked up at')),
+                ('is_group_chat', models.BooleanField(default=False, verbose_name='is a group chat')),
+                ('group_chat_error', models.TextField(blank=True, verbose_name='group chat error')),
+                ('group_chat_error_code', models.IntegerField(blank=True, null=True, verbose_name='group chat error code')),
+                ('group_chat_attempts', models.PositiveIntegerField(default=0, verbose_name='failed group chat attempts')),
+                ('group_chat_retry_at', models.DateTimeField(blank=True, null=True, verbose_name='group chat retry at')),
                 ('created_at', models.DateTimeField(auto_now_add=True)),
                 ('updated_at', models.DateTimeField(auto_now=True)),
+                ('group_chat', models.ForeignKey(blank=True, limit_choices_to={'is_group_chat': True}, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='customer_conversations', to='testapp.chatconversation', verbose_name='group chat')),
+                ('apartment', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='twilio_conversations', to='testapp.property', verbose_name='apartment')),
             ],
             options={
                 'verbose_name': 'Twilio conversation',
@@ -37,21 +59,6 @@ class Migration(migrations.Migration):
                 'ordering': ['-created_at'],
                 'abstract': False,
             },
-        ),
-        migrations.CreateModel(
-            name='Guest',
-            fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('full_name', models.CharField(max_length=100)),
-                ('mobile', models.CharField(blank=True, max_length=40)),
-            ],
-        ),
-        migrations.CreateModel(
-            name='Property',
-            fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('title', models.CharField(max_length=100)),
-            ],
         ),
         migrations.CreateModel(
             name='ChatMessage',
@@ -69,6 +76,8 @@ class Migration(migrations.Migration):
                 ('participant_sid', models.CharField(blank=True, max_length=34)),
                 ('attributes', models.JSONField(blank=True, default=dict)),
                 ('media', models.JSONField(blank=True, default=list)),
+                ('forward_state', models.CharField(blank=True, choices=[('pending', 'Pending'), ('sent', 'Sent'), ('failed', 'Failed, will be retried'), ('permanent', 'Failed permanently')], db_index=True, max_length=10, verbose_name='forward')),
+                ('forwarded_sid', models.CharField(blank=True, max_length=34, verbose_name='forwarded as')),
                 ('created_at', models.DateTimeField(auto_now_add=True)),
                 ('updated_at', models.DateTimeField(auto_now=True)),
                 ('conversation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='messages', to='testapp.chatconversation', verbose_name='conversation')),
@@ -79,11 +88,6 @@ class Migration(migrations.Migration):
                 'ordering': ['conversation_id', 'index', 'pk'],
                 'abstract': False,
             },
-        ),
-        migrations.AddField(
-            model_name='chatconversation',
-            name='apartment',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='twilio_conversations', to='testapp.property', verbose_name='apartment'),
         ),
         migrations.CreateModel(
             name='Reservation',

@@ -1,0 +1,283 @@
+"""Where Twilio REST calls go: one small interface, three backends, chosen in settings
+the way EMAIL_BACKEND chooses where mail goes.
+
+* ``SdkBackend`` (default): the official ``twilio`` SDK, client built lazily from
+  settings on first use, never at import time.
+* ``ConsoleBackend``: logs each call and invents SIDs; for development without an
+  account (the example project's default).
+* ``LocmemBackend``: records calls in ``api.outbox`` for a site's own tests, as
+  ``django.core.mail.outbox`` does for mail.
+
+Backends speak in the app's terms (create the group chat, send a message) and turn
+every Twilio failure into ``ApiError`` with a ``transient`` verdict, so the domain code
+never handles SDK exceptions or HTTP status codes itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import threading
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from django.utils.module_loading import import_string
+from twilio.base import values
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+from .conf import SETTINGS_NAME, convlink_settings
+
+logger = logging.getLogger(__name__)
+
+TWILIO_CONVERSATIONS_URL = "https://conversations.twilio.com"
+# "Participant ... already exists in Conversation CHxxxx": the SID Twilio names.
+_EXISTING_SID = re.compile(r"\b(CH[0-9a-fA-F]{32})\b")
+
+ALREADY_IN_A_CONVERSATION = 50416
+ALREADY_A_PARTICIPANT = 50437
+UNIQUE_NAME_TAKEN = 50353
+TOO_MANY_PARTICIPANTS = 50436
+OPTED_OUT = 21610
+
+
+class ApiError(Exception):
+    """A Twilio call that did not succeed.
+
+    ``transient`` says whether the same call may succeed later (Twilio down, 5xx, 429,
+    timeouts) or never will as it stands (opted out, too many participants, a request
+    Twilio calls invalid).
+    """
+
+    def __init__(self, message: str, *, code: int | None = None, status: int | None = None,
+                 transient: bool) -> None:
+        super().__init__(message)
+        self.message, self.code, self.status, self.transient = message, code, status, transient
+
+    def __str__(self) -> str:
+        if self.code:
+            return f"Twilio error {self.code}: {self.message}"
+        return f"HTTP {self.status}: {self.message}" if self.status else self.message
+
+
+@dataclass
+class Participant:
+    """One member of a group MMS: an SMS address, or a chat identity projected onto
+    a Twilio number (the assistant)."""
+
+    address: str = ""
+    identity: str = ""
+    projected_address: str = ""
+
+    def as_twilio_json(self) -> str:
+        binding = {"address": self.address} if self.address else {"projected_address": self.projected_address}
+        value: dict[str, Any] = {"messaging_binding": binding}
+        if self.identity:
+            value["identity"] = self.identity
+        return json.dumps(value)
+
+
+@dataclass
+class ApiCall:
+    """What LocmemBackend records."""
+
+    method: str
+    kwargs: dict[str, Any]
+    result: str = ""
+
+
+class BaseApiBackend:
+    def create_group_chat(self, *, unique_name: str, friendly_name: str, attributes: dict[str, Any],
+                          messaging_service_sid: str, participants: list[Participant]) -> str:
+        """Create the group conversation with its participants; return its SID.
+
+        Idempotent by ``unique_name``: when the conversation (or its participants) already
+        exists, the existing conversation's SID is returned instead of an error.
+        """
+        raise NotImplementedError
+
+    def send_message(self, *, conversation_sid: str, author: str, body: str, media_sid: str,
+                     attributes: dict[str, Any]) -> str:
+        """Post a message into a conversation; return its SID (IM...)."""
+        raise NotImplementedError
+
+
+class SdkBackend(BaseApiBackend):
+    """The real thing, through the official SDK."""
+
+    def __init__(self) -> None:
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = build_client()
+        return self._client
+
+    def create_group_chat(self, *, unique_name, friendly_name, attributes, messaging_service_sid,
+                          participants):
+        try:
+            created = self.client.conversations.v1.conversation_with_participants.create(
+                friendly_name=friendly_name,
+                unique_name=unique_name,
+                attributes=json.dumps(attributes),
+                messaging_service_sid=messaging_service_sid or values.unset,
+                participant=[p.as_twilio_json() for p in participants],
+            )
+            return created.sid
+        except Exception as exc:
+            error = to_api_error(exc)
+            if error.code in (ALREADY_IN_A_CONVERSATION, ALREADY_A_PARTICIPANT):
+                # The group exists (an earlier attempt whose answer was lost, or a
+                # concurrent one): Twilio names it in the message.
+                if match := _EXISTING_SID.search(error.message):
+                    return match.group(1)
+            if error.status == 409 or error.code in (UNIQUE_NAME_TAKEN, ALREADY_IN_A_CONVERSATION,
+                                                     ALREADY_A_PARTICIPANT):
+                return self._existing_by_unique_name(unique_name, error)
+            raise error from exc
+
+    def _existing_by_unique_name(self, unique_name: str, original: ApiError) -> str:
+        try:
+            return self.client.conversations.v1.conversations(unique_name).fetch().sid
+        except Exception as exc:
+            error = to_api_error(exc)
+            if error.status == 404:
+                raise original from exc  # not ours after all: report what Twilio said first
+            raise error from exc
+
+    def send_message(self, *, conversation_sid, author, body, media_sid, attributes):
+        try:
+            message = self.client.conversations.v1.conversations(conversation_sid).messages.create(
+                author=author,
+                body=body or values.unset,
+                media_sid=media_sid or values.unset,
+                attributes=json.dumps(attributes),
+            )
+            return message.sid
+        except Exception as exc:
+            raise to_api_error(exc) from exc
+
+
+def to_api_error(exc: Exception) -> ApiError:
+    """Classify an SDK or network exception."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, TwilioRestException):
+        status = exc.status
+        transient = status == 429 or status >= 500
+        return ApiError(str(exc.msg), code=exc.code, status=status, transient=transient)
+    # requests' Timeout and ConnectionError, a DNS failure, a reset: all worth retrying.
+    return ApiError(f"{type(exc).__name__}: {exc}", transient=True)
+
+
+def build_client():
+    """The SDK client from settings: ACCOUNT_SID with AUTH_TOKEN, or an API key SID and
+    secret with ACCOUNT_SID. API_BASE_URL sends Conversations calls elsewhere (a mock)."""
+    s = convlink_settings
+    if not s.ACCOUNT_SID:
+        raise ApiError(f'{SETTINGS_NAME}["ACCOUNT_SID"] is not set.', transient=False)
+    if s.API_KEY_SID:
+        username, password = s.API_KEY_SID, s.API_KEY_SECRET
+    else:
+        username, password = s.ACCOUNT_SID, s.AUTH_TOKEN
+    http_client = RedirectingHttpClient(s.API_BASE_URL, timeout=s.API_TIMEOUT) if s.API_BASE_URL \
+        else TwilioHttpClient(timeout=s.API_TIMEOUT)
+    return Client(username, password, account_sid=s.ACCOUNT_SID, http_client=http_client)
+
+
+class RedirectingHttpClient(TwilioHttpClient):
+    """Sends the Conversations calls to API_BASE_URL, through the SDK's public
+    ``http_client`` hook; everything else (auth, encoding, errors) stays the SDK's."""
+
+    def __init__(self, base_url: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.base_url = base_url.rstrip("/")
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if url.startswith(TWILIO_CONVERSATIONS_URL):
+            url = self.base_url + url[len(TWILIO_CONVERSATIONS_URL):]
+        return super().request(method, url, *args, **kwargs)
+
+
+class ConsoleBackend(BaseApiBackend):
+    """Logs the calls instead of making them; invents SIDs."""
+
+    def create_group_chat(self, **kwargs: Any) -> str:
+        sid = "CH" + secrets.token_hex(16)
+        logger.warning("Twilio (console): create group chat %s -> %s", _describe(kwargs), sid)
+        return sid
+
+    def send_message(self, **kwargs: Any) -> str:
+        sid = "IM" + secrets.token_hex(16)
+        logger.warning("Twilio (console): send message %s -> %s", _describe(kwargs), sid)
+        return sid
+
+
+def _describe(kwargs: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+
+
+outbox: list[ApiCall] = []
+_outbox_lock = threading.Lock()
+
+
+@dataclass
+class _LocmemState:
+    group_chats: dict[str, str] = field(default_factory=dict)
+
+
+class LocmemBackend(BaseApiBackend):
+    """Records every call in ``django_twilio_convlink.api.outbox``; behaves like Twilio
+    for repeated group chat creations (same unique name, same SID). Tests empty the
+    outbox with ``outbox.clear()``. ``fail_with`` makes the next calls raise."""
+
+    state = _LocmemState()
+    fail_with: list[ApiError] = []
+
+    def _record(self, method: str, kwargs: dict[str, Any], make_sid) -> str:
+        with _outbox_lock:
+            call = ApiCall(method, kwargs)
+            outbox.append(call)
+            if LocmemBackend.fail_with:
+                raise LocmemBackend.fail_with.pop(0)
+            call.result = make_sid()
+            return call.result
+
+    def create_group_chat(self, **kwargs: Any) -> str:
+        chats = LocmemBackend.state.group_chats
+        return self._record("create_group_chat", kwargs,
+                            lambda: chats.setdefault(kwargs["unique_name"], "CH" + secrets.token_hex(16)))
+
+    def send_message(self, **kwargs: Any) -> str:
+        return self._record("send_message", kwargs, lambda: "IM" + secrets.token_hex(16))
+
+    @classmethod
+    def reset(cls) -> None:
+        with _outbox_lock:
+            outbox.clear()
+            cls.state = _LocmemState()
+            cls.fail_with = []
+
+
+@lru_cache(maxsize=4)
+def _backend(path: str) -> BaseApiBackend:
+    return import_string(path)()
+
+
+def get_api_backend() -> BaseApiBackend:
+    """The configured backend (API_BACKEND), one instance per process."""
+    return _backend(convlink_settings.API_BACKEND)
+
+
+@receiver(setting_changed)
+def _drop_clients(*, setting: str, **kwargs: Any) -> None:
+    # New credentials or API_BASE_URL in a test must reach a new SDK client.
+    if setting == SETTINGS_NAME:
+        _backend.cache_clear()

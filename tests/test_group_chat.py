@@ -1,0 +1,258 @@
+"""Issue 3: the customer's group chat is created once and each customer message is
+forwarded into it once, through the task framework (ImmediateBackend here) and the
+in-memory API backend that records every call."""
+
+import datetime
+import logging
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from django_twilio_convlink.api import ApiError, LocmemBackend
+from django_twilio_convlink.group_chat import forward_customer_message
+from tests.conftest import CUSTOMER, payload
+from tests.factories import GuestFactory, ReservationFactory, sid
+from tests.testapp.models import ChatConversation, ChatMessage
+
+pytestmark = pytest.mark.django_db
+
+FIRST = "onMessageAdded_sms_from_customer"
+
+
+@pytest.fixture
+def deliver(twilio_client, django_capture_on_commit_callbacks):
+    """Deliver a webhook and run what it enqueued after its commit, as in production."""
+    def deliver(data):
+        with django_capture_on_commit_callbacks(execute=True):
+            response = twilio_client.webhook(data)
+        assert response.status_code == 200
+        return response
+    return deliver
+
+
+@pytest.fixture
+def stay():
+    return ReservationFactory(guest=GuestFactory(mobile="(415) 555-0142"))
+
+
+def calls(outbox, method):
+    return [call for call in outbox if call.method == method]
+
+
+def test_first_customer_message_creates_the_group_chat_and_forwards(deliver, api_outbox, stay):
+    data = payload(FIRST)
+    deliver(data)
+    [create] = calls(api_outbox, "create_group_chat")
+    assert create.kwargs["unique_name"] == f"convlink-group-{data['ConversationSid']}"
+    assert create.kwargs["messaging_service_sid"] == "MG33333333333333333333333333333333"
+    members = [(p.address, p.identity, p.projected_address) for p in create.kwargs["participants"]]
+    assert members == [(CUSTOMER, "", ""), ("+15612205252", "", ""), ("", "ASSISTANT", "+13153524379")]
+    [send] = calls(api_outbox, "send_message")
+    assert send.kwargs["conversation_sid"] == create.result
+    assert (send.kwargs["author"], send.kwargs["body"]) == ("ASSISTANT", data["Body"])
+    assert send.kwargs["attributes"] == {"forwarded_from": data["MessageSid"]}
+
+    customer = ChatConversation.objects.get(conversation_sid=data["ConversationSid"])
+    group = customer.group_chat
+    assert group.conversation_sid == create.result and group.is_group_chat
+    assert (group.booking, group.apartment, group.customer_phone) == (stay, stay.unit, CUSTOMER)
+    source = ChatMessage.objects.get(message_sid=data["MessageSid"])
+    assert (source.forward_state, source.forwarded_sid) == ("sent", send.result)
+    copy = ChatMessage.objects.get(message_sid=send.result)
+    assert (copy.conversation, copy.direction, copy.author, copy.body) == (
+        group, "outbound", "ASSISTANT", data["Body"])
+
+
+def test_later_messages_reuse_the_group_chat(deliver, api_outbox, stay):
+    deliver(payload(FIRST, Index="0"))
+    deliver(payload(FIRST, Index="1", Body="Still cold"))
+    assert len(calls(api_outbox, "create_group_chat")) == 1
+    assert [c.kwargs["body"] for c in calls(api_outbox, "send_message")][-1] == "Still cold"
+    assert len(calls(api_outbox, "send_message")) == 2
+
+
+def test_media_is_forwarded(deliver, api_outbox, stay):
+    deliver(payload("onMessageAdded_mms_with_media"))
+    [send] = calls(api_outbox, "send_message")
+    assert send.kwargs["media_sid"] == "ME66666666666666666666666666666666"
+
+
+def test_customer_without_booking_still_gets_a_group_chat(deliver, api_outbox):
+    deliver(payload(FIRST))
+    assert len(calls(api_outbox, "send_message")) == 1
+
+
+@pytest.mark.parametrize("author", ["+15612205252", "ASSISTANT", "+13153524379", "system"])
+def test_system_messages_are_not_forwarded(deliver, api_outbox, author):
+    deliver(payload(FIRST, Author=author))
+    assert api_outbox == []
+    assert ChatMessage.objects.get().forward_state == ""
+
+
+def test_redelivery_forwards_nothing_more(deliver, api_outbox, stay):
+    data = payload(FIRST)
+    deliver(data)
+    deliver({**data, "RetryCount": "1"})
+    assert [c.method for c in api_outbox] == ["create_group_chat", "send_message"]
+
+
+def test_message_in_the_group_chat_makes_no_other_group_chat(deliver, api_outbox, stay):
+    first = payload(FIRST)
+    deliver(first)
+    customer = ChatConversation.objects.get(conversation_sid=first["ConversationSid"])
+    group_sid = customer.group_chat.conversation_sid
+    api_outbox.clear()
+    deliver(payload(FIRST, ConversationSid=group_sid, Body="reply to the group"))
+    assert api_outbox == []
+    assert ChatMessage.objects.get(body="reply to the group").forward_state == ""
+
+
+def test_running_the_task_again_posts_nothing(deliver, api_outbox, stay):
+    data = payload(FIRST)
+    deliver(data)
+    message = ChatMessage.objects.get(message_sid=data["MessageSid"])
+    assert forward_customer_message(message.pk) == message.forwarded_sid
+    assert len(calls(api_outbox, "send_message")) == 1
+
+
+def test_group_chat_can_be_switched_off(deliver, api_outbox, settings):
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "GROUP_CHAT": False}
+    deliver(payload(FIRST))
+    assert api_outbox == []
+
+
+def test_transient_failure_is_recorded_and_retried_by_the_command(deliver, api_outbox, stay, caplog):
+    LocmemBackend.fail_with = [ApiError("Service unavailable", status=503, transient=True)]
+    data = payload(FIRST)
+    with caplog.at_level(logging.WARNING, logger="django_twilio_convlink"):
+        deliver(data)  # still a 200: the customer's message is saved
+    source = ChatMessage.objects.get(message_sid=data["MessageSid"])
+    customer = source.conversation
+    assert source.forward_state == "failed"
+    assert "Service unavailable" in customer.group_chat_error and customer.group_chat_attempts == 1
+    assert customer.group_chat_retry_at > timezone.now()
+
+    out = StringIO()
+    call_command("retry_group_chats", stdout=out)  # backoff not over yet
+    assert "0 due" in out.getvalue()
+    call_command("retry_group_chats", "--now", stdout=out)
+    source.refresh_from_db()
+    customer.refresh_from_db()
+    assert source.forward_state == "sent"
+    assert customer.group_chat_error == "" and customer.group_chat_attempts == 0
+    assert customer.group_chat_retry_at is None
+    assert [c.method for c in api_outbox] == ["create_group_chat", "create_group_chat", "send_message"]
+
+
+def test_backoff_grows_and_gives_up_after_max_attempts(deliver, settings, stay):
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "GROUP_CHAT_MAX_ATTEMPTS": 3,
+                                "GROUP_CHAT_RETRY_DELAY": 10}
+    LocmemBackend.fail_with = [ApiError("timeout", transient=True) for _ in range(3)]
+    data = payload(FIRST)
+    deliver(data)
+    customer = ChatConversation.objects.get(conversation_sid=data["ConversationSid"])
+    first_delay = customer.group_chat_retry_at - timezone.now()
+    with pytest.raises(CommandError):
+        call_command("retry_group_chats", "--now", stdout=StringIO(), stderr=StringIO())
+    customer.refresh_from_db()
+    assert customer.group_chat_retry_at - timezone.now() > first_delay
+    with pytest.raises(CommandError):
+        call_command("retry_group_chats", "--now", stdout=StringIO(), stderr=StringIO())
+    customer.refresh_from_db()
+    assert customer.group_chat_attempts == 3 and customer.group_chat_retry_at is None
+    assert ChatMessage.objects.get(message_sid=data["MessageSid"]).forward_state == "permanent"
+
+
+@pytest.mark.parametrize("code", [21610, 50436])
+def test_permanent_errors_are_recorded_with_their_code_and_not_retried(deliver, api_outbox, stay, code):
+    LocmemBackend.fail_with = [ApiError("refused", code=code, status=400, transient=False)]
+    data = payload(FIRST)
+    deliver(data)
+    customer = ChatConversation.objects.get(conversation_sid=data["ConversationSid"])
+    assert customer.group_chat_error_code == code and customer.group_chat_retry_at is None
+    assert ChatMessage.objects.get(message_sid=data["MessageSid"]).forward_state == "permanent"
+    out = StringIO()
+    call_command("retry_group_chats", "--now", stdout=out)
+    assert "0 due" in out.getvalue() and len(api_outbox) == 1
+
+
+def test_number_outside_plus_one_is_permanent_without_calling_twilio(deliver, api_outbox):
+    data = payload(FIRST, Author="+447911123456")
+    deliver(data)
+    assert api_outbox == []
+    customer = ChatConversation.objects.get(conversation_sid=data["ConversationSid"])
+    assert "+1 numbers only" in customer.group_chat_error
+    assert ChatMessage.objects.get().forward_state == "permanent"
+
+
+def test_lost_task_is_picked_up_as_stale_pending(deliver, api_outbox, settings, stay):
+    # An enqueue that fails (a broker down) leaves the message pending, and saved.
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "TASK_BACKEND": "no-such-backend"}
+    data = payload(FIRST)
+    deliver(data)
+    assert api_outbox == []
+    assert ChatMessage.objects.get().forward_state == "pending"
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "TASK_BACKEND": "default"}
+    out = StringIO()
+    call_command("retry_group_chats", "--stale-minutes", "0", stdout=out)
+    assert "1 due, 1 forwarded" in out.getvalue()
+    assert ChatMessage.objects.get(message_sid=data["MessageSid"]).forward_state == "sent"
+
+
+def test_webhook_does_not_wait_for_twilio(twilio_client, api_outbox, django_capture_on_commit_callbacks):
+    """Nothing calls Twilio before the webhook's transaction commits and answers."""
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert twilio_client.webhook(payload(FIRST)).status_code == 200
+    assert api_outbox == [] and callbacks
+
+
+def test_status_shows_group_chat_failures(deliver, stay):
+    LocmemBackend.fail_with = [ApiError("Too Many Requests", status=429, transient=True)]
+    deliver(payload(FIRST))
+    out = StringIO()
+    call_command("check_twilio_status", "--detailed", stdout=out)
+    text = out.getvalue()
+    assert "=== Group Chats ===" in text
+    assert "failed, will be retried 1" in text
+    assert "HTTP 429: Too Many Requests" in text
+
+
+def test_admin_shows_the_failure(admin_client, deliver, stay):
+    from django.urls import reverse
+
+    LocmemBackend.fail_with = [ApiError("opted out", code=21610, status=400, transient=False)]
+    data = payload(FIRST)
+    deliver(data)
+    customer = ChatConversation.objects.get(conversation_sid=data["ConversationSid"])
+    page = admin_client.get(reverse("admin:testapp_chatconversation_change", args=[customer.pk]))
+    assert "21610" in page.content.decode() and "opted out" in page.content.decode()
+
+
+def test_retry_delay_is_capped():
+    from django_twilio_convlink.group_chat import retry_delay
+
+    assert retry_delay(1) == datetime.timedelta(seconds=60)
+    assert retry_delay(2) == datetime.timedelta(seconds=120)
+    assert retry_delay(30) == datetime.timedelta(hours=1)
+
+
+def test_console_backend_logs_instead_of_calling(deliver, settings, caplog, stay):
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK,
+                                "API_BACKEND": "django_twilio_convlink.api.ConsoleBackend"}
+    with caplog.at_level(logging.WARNING, logger="django_twilio_convlink.api"):
+        deliver(payload(FIRST))
+    assert "create group chat" in caplog.text and "send message" in caplog.text
+    assert ChatConversation.objects.filter(is_group_chat=True).count() == 1
+
+
+def test_group_chat_sid_adopted_twice_is_one_row(deliver, api_outbox, stay):
+    """Two customer conversations whose creation Twilio answers with the same group
+    (it names the existing one) share one group chat row."""
+    first, second = payload(FIRST), payload(FIRST, ConversationSid=sid("CH"))
+    deliver(first)
+    existing = calls(api_outbox, "create_group_chat")[0].result
+    LocmemBackend.state.group_chats[f"convlink-group-{second['ConversationSid']}"] = existing
+    deliver(second)
+    assert ChatConversation.objects.filter(is_group_chat=True).count() == 1

@@ -1,0 +1,59 @@
+"""The group chat work on a real worker: django-tasks-db stores the task when the
+webhook commits, the webhook answers without calling Twilio, and `db_worker` then
+makes the calls. A failure the backend can defer is re-enqueued for its retry time."""
+
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+
+from django_twilio_convlink.api import ApiError, LocmemBackend
+from tests.conftest import TwilioClient, payload
+from tests.factories import GuestFactory, ReservationFactory
+from tests.testapp.models import ChatMessage
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def on_worker(settings):
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "TASK_BACKEND": "database"}
+
+
+def queued():
+    from django_tasks_db.models import DBTaskResult
+
+    return DBTaskResult.objects.filter(status="READY")
+
+
+def run_worker() -> str:
+    out = StringIO()
+    call_command("db_worker", "--batch", "--backend", "database", "--no-startup-delay",
+                 "--queue-name", "*", stdout=out, stderr=out)
+    return out.getvalue()
+
+
+def test_webhook_enqueues_and_the_worker_calls_twilio(on_worker, api_outbox):
+    ReservationFactory(guest=GuestFactory(mobile="(415) 555-0142"))
+    data = payload("onMessageAdded_sms_from_customer")
+    assert TwilioClient().webhook(data).status_code == 200
+    assert api_outbox == []  # the webhook itself never waits for Twilio
+    [task] = queued()
+    assert task.task_path == "django_twilio_convlink.tasks.forward_customer_message_task"
+    assert ChatMessage.objects.get(message_sid=data["MessageSid"]).forward_state == "pending"
+
+    run_worker()
+    assert [call.method for call in api_outbox] == ["create_group_chat", "send_message"]
+    assert ChatMessage.objects.get(message_sid=data["MessageSid"]).forward_state == "sent"
+    assert not queued().exists()
+
+
+def test_transient_failure_is_deferred_on_a_backend_that_can(on_worker, api_outbox):
+    data = payload("onMessageAdded_sms_from_customer")
+    TwilioClient().webhook(data)
+    LocmemBackend.fail_with = [ApiError("Service unavailable", status=503, transient=True)]
+    run_worker()
+    message = ChatMessage.objects.get(message_sid=data["MessageSid"])
+    assert message.forward_state == "failed"
+    [retry] = queued()
+    assert retry.run_after == message.conversation.group_chat_retry_at
