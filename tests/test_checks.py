@@ -42,6 +42,10 @@ def test_the_test_settings_are_clean():
     ({"VALIDATE_SIGNATURE": False}, "twilio_convlink.W001"),
     ({"TWILIO_PHONE": ""}, "twilio_convlink.W002"),
     ({"AUTH_TOKNE": "typo"}, "twilio_convlink.W003"),
+    ({"API_BACKEND": "no.such.Backend"}, "twilio_convlink.E011"),
+    ({"TASK_BACKEND": "celery"}, "twilio_convlink.E012"),
+    ({"API_BACKEND": "django_twilio_convlink.api.SdkBackend", "ACCOUNT_SID": ""}, "twilio_convlink.W004"),
+    ({"MANAGER_PHONE": "+447911123456"}, "twilio_convlink.W005"),
 ])
 def test_each_mistake_has_its_id(changes, expected):
     assert expected in ids(**changes)
@@ -63,3 +67,16 @@ def test_settings_not_a_dict():
 
     with override_settings(TWILIO_CONVLINK=["oops"]):
         assert [m.id for m in check_settings()] == ["twilio_convlink.E001"]
+
+
+def test_group_chat_checks_are_quiet_when_it_is_off():
+    assert ids(GROUP_CHAT=False, TASK_BACKEND="celery", MANAGER_PHONE="+447911123456") == set()
+
+
+def test_missing_tasks_framework_says_what_to_install(monkeypatch):
+    # Stands in for a Django 5.2 site without the django-tasks backport.
+    from django_twilio_convlink import tasks
+
+    monkeypatch.setattr(tasks, "TASKS_AVAILABLE", False)
+    [message] = [m for m in check_settings() if m.id == "twilio_convlink.E010"]
+    assert "django-tasks" in message.hint
