@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import requests
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
@@ -33,6 +34,11 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 from .conf import SETTINGS_NAME, convlink_settings
+
+try:  # twilio 9.13+
+    from twilio.base.exceptions import TwilioServiceException
+except ImportError:
+    TwilioServiceException = None
 
 logger = logging.getLogger(__name__)
 
@@ -135,12 +141,24 @@ class SdkBackend(BaseApiBackend):
             error = to_api_error(exc)
             if error.code in (ALREADY_IN_A_CONVERSATION, ALREADY_A_PARTICIPANT):
                 # The group exists (an earlier attempt whose answer was lost, or a
-                # concurrent one): Twilio names it in the message.
-                if match := _EXISTING_SID.search(error.message):
+                # concurrent one): Twilio names it in the message. Taken only if it is
+                # ours by unique name; a member sitting in some other conversation is
+                # not our group chat.
+                match = _EXISTING_SID.search(error.message)
+                if match and self._unique_name_of(match.group(1)) == unique_name:
                     return match.group(1)
             if error.status == 409 or error.code in (UNIQUE_NAME_TAKEN, ALREADY_IN_A_CONVERSATION,
                                                      ALREADY_A_PARTICIPANT):
                 return self._existing_by_unique_name(unique_name, error)
+            raise error from exc
+
+    def _unique_name_of(self, conversation_sid: str) -> str | None:
+        try:
+            return self.client.conversations.v1.conversations(conversation_sid).fetch().unique_name
+        except Exception as exc:
+            error = to_api_error(exc)
+            if error.status == 404:
+                return None
             raise error from exc
 
     def _existing_by_unique_name(self, unique_name: str, original: ApiError) -> str:
@@ -166,15 +184,26 @@ class SdkBackend(BaseApiBackend):
 
 
 def to_api_error(exc: Exception) -> ApiError:
-    """Classify an SDK or network exception."""
+    """Classify an SDK or network exception: 429, 5xx and network failures are
+    transient; any other answer, and any other exception (a bug: retrying cannot fix
+    it), is permanent."""
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, TwilioRestException):
-        status = exc.status
-        transient = status == 429 or status >= 500
-        return ApiError(str(exc.msg), code=exc.code, status=status, transient=transient)
-    # requests' Timeout and ConnectionError, a DNS failure, a reset: all worth retrying.
-    return ApiError(f"{type(exc).__name__}: {exc}", transient=True)
+        return _http_error(str(exc.msg), exc.code, exc.status)
+    if TwilioServiceException is not None and isinstance(exc, TwilioServiceException):
+        # twilio 9.13+ raises this for RFC 9457 problem bodies instead.
+        return _http_error(str(getattr(exc, "detail", None) or getattr(exc, "title", exc)),
+                           getattr(exc, "code", None), getattr(exc, "status", None))
+    if isinstance(exc, requests.RequestException | OSError):
+        # Timeouts, refused or reset connections, DNS failures: worth retrying.
+        return ApiError(f"{type(exc).__name__}: {exc}", transient=True)
+    return ApiError(f"{type(exc).__name__}: {exc}", transient=False)
+
+
+def _http_error(message: str, code: int | None, status: int | None) -> ApiError:
+    transient = status is None or status == 429 or status >= 500
+    return ApiError(message, code=code, status=status, transient=transient)
 
 
 def build_client():
@@ -184,12 +213,20 @@ def build_client():
     if not s.ACCOUNT_SID:
         raise ApiError(f'{SETTINGS_NAME}["ACCOUNT_SID"] is not set.', transient=False)
     if s.API_KEY_SID:
-        username, password = s.API_KEY_SID, s.API_KEY_SECRET
+        username, password, secret = s.API_KEY_SID, s.API_KEY_SECRET, "API_KEY_SECRET"
     else:
-        username, password = s.ACCOUNT_SID, s.AUTH_TOKEN
+        username, password, secret = s.ACCOUNT_SID, s.AUTH_TOKEN, "AUTH_TOKEN"
+    if not password:
+        # The SDK would silently fall back to the TWILIO_AUTH_TOKEN environment variable.
+        raise ApiError(f'{SETTINGS_NAME}["{secret}"] is not set.', transient=False)
     http_client = RedirectingHttpClient(s.API_BASE_URL, timeout=s.API_TIMEOUT) if s.API_BASE_URL \
         else TwilioHttpClient(timeout=s.API_TIMEOUT)
-    return Client(username, password, account_sid=s.ACCOUNT_SID, http_client=http_client)
+    client = Client(username, password, account_sid=s.ACCOUNT_SID, http_client=http_client)
+    if s.API_BASE_URL:
+        # TWILIO_REGION / TWILIO_EDGE in the environment make the SDK rewrite the host
+        # (conversations.ie1.twilio.com), which would slip past the redirect.
+        client.region = client.edge = None
+    return client
 
 
 class RedirectingHttpClient(TwilioHttpClient):
