@@ -9,7 +9,9 @@ Celery workers keeps this work there. Tasks take primary keys, never model insta
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -42,13 +44,23 @@ def forward_customer_message_task(message_pk: int) -> str:
 
 _run_in_process = forward_customer_message_task
 
+def _as_task(func: Callable[[int], str]) -> Any:
+    # Bound to the function's own name: workers find a task by its module path. The
+    # decorator validates against a backend at import, so it gets the configured one
+    # (a site whose TASKS has no "default" alias can still import this module); if
+    # that is misconfigured, the default, so that `manage.py check` can import this
+    # module and report E012 instead of crashing.
+    for options in ({"backend": convlink_settings.TASK_BACKEND, "queue_name": convlink_settings.TASK_QUEUE},
+                    {}):
+        try:
+            return task(**options)(func)
+        except Exception as exc:
+            logger.debug("Task %s not bound with %s: %s", func.__name__, options, exc)
+    return func
+
+
 if TASKS_AVAILABLE:
-    # Bound to the function's own name: workers find a task by its module path.
-    # The decorator validates against a backend at import, so it gets the configured
-    # one: a site whose TASKS has no "default" alias can still import this module.
-    forward_customer_message_task = task(
-        backend=convlink_settings.TASK_BACKEND, queue_name=convlink_settings.TASK_QUEUE,
-    )(forward_customer_message_task)
+    forward_customer_message_task = _as_task(forward_customer_message_task)
 
 
 def _configured_task():
