@@ -18,7 +18,9 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from . import get_message_model
+from .deliveries import replay
 from .linking import link_manually, update_conversation_links
+from .models import WebhookDelivery
 
 
 class LinkedFilter(admin.SimpleListFilter):
@@ -120,4 +122,44 @@ class MessageAdmin(admin.ModelAdmin):
         return obj.body if len(obj.body) <= 60 else obj.body[:57] + "..."
 
 
-__all__ = ["ConversationAdmin", "LinkedFilter", "MessageAdmin", "MessageInline"]
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    """The app's own delivery log: registered here, since the app owns the model."""
+
+    list_display = ("received_at", "event_type", "status", "message_sid", "conversation_sid",
+                    "retry_count", "attempts", "processed_at", "short_error")
+    list_filter = ("status", "event_type")
+    search_fields = ("message_sid", "conversation_sid", "idempotency_token", "account_sid")
+    date_hierarchy = "received_at"
+    actions = ["replay_selected"]
+    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description=_("error"))
+    def short_error(self, obj: WebhookDelivery) -> str:
+        return obj.error if len(obj.error) <= 80 else obj.error[:77] + "..."
+
+    def has_replay_permission(self, request: HttpRequest) -> bool:
+        # The log itself is read-only in the admin; replaying writes conversations and
+        # messages, so it takes the model's change permission.
+        return request.user.has_perm("twilio_convlink.change_webhookdelivery")
+
+    @admin.action(description=_("Replay selected deliveries"), permissions=["replay"])
+    def replay_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        report = replay(queryset.order_by("received_at", "pk"))
+        level = messages.ERROR if report.failed or report.rejected else messages.SUCCESS
+        self.message_user(request, _(
+            "%(processed)d replayed, %(failed)d failed again, %(rejected)d malformed."
+        ) % {"processed": len(report.processed), "failed": len(report.failed),
+             "rejected": len(report.rejected)}, level)
+        for pk, error in report.failed:
+            self.message_user(request, f"Delivery {pk}: {error}", messages.ERROR)
+
+
+__all__ = ["ConversationAdmin", "LinkedFilter", "MessageAdmin", "MessageInline",
+           "WebhookDeliveryAdmin"]

@@ -51,6 +51,12 @@ DEFAULTS: dict[str, Any] = {
     "TASK_QUEUE": "default",
     "GROUP_CHAT_MAX_ATTEMPTS": 8,
     "GROUP_CHAT_RETRY_DELAY": 60,
+    # Webhook security and operation.
+    "SECONDARY_AUTH_TOKENS": [],
+    "SUBACCOUNT_AUTH_TOKENS": {},
+    "WEBHOOK_SHARED_KEYS": {},
+    "MAX_REQUEST_BYTES": 128 * 1024,
+    "DELIVERY_RETENTION_DAYS": 30,
 }
 
 # Settings without which the app cannot define its models or link anything.

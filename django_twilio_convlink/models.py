@@ -161,3 +161,48 @@ class BookingPhone(models.Model):
 
     def __str__(self) -> str:
         return f"{self.booking_key}: {self.phone}"
+
+
+class DeliveryStatus(models.TextChoices):
+    RECEIVED = "received", _("Received")
+    PROCESSED = "processed", _("Processed")
+    FAILED = "failed", _("Failed")
+    REJECTED = "rejected", _("Rejected (malformed)")
+
+
+class WebhookDelivery(models.Model):
+    """Every correctly signed delivery, recorded before it is processed.
+
+    The row is written in its own transaction ahead of the processing, so a delivery
+    whose processing fails (a database error, a bug) survives with its error and can
+    be replayed; Twilio's own retry, or a replay, marks it processed. Forged requests
+    are never stored: strangers must not be able to fill the disk.
+    """
+
+    event_type = models.CharField(_("event type"), max_length=64, blank=True)
+    conversation_sid = models.CharField(max_length=34, blank=True, db_index=True)
+    message_sid = models.CharField(max_length=34, blank=True, db_index=True)
+    account_sid = models.CharField(max_length=34, blank=True)
+    idempotency_token = models.CharField(
+        _("idempotency token"), max_length=128, blank=True, db_index=True,
+        help_text=_("I-Twilio-Idempotency-Token: the same across Twilio's retries of one delivery."),
+    )
+    retry_count = models.PositiveIntegerField(_("Twilio retry count"), null=True, blank=True)
+    params = models.JSONField(_("parameters"), default=dict)
+    headers = models.JSONField(_("headers"), default=dict, help_text=_("The signature is redacted."))
+    status = models.CharField(_("status"), max_length=10, choices=DeliveryStatus.choices,
+                              default=DeliveryStatus.RECEIVED)
+    received_at = models.DateTimeField(_("received at"), auto_now_add=True, db_index=True)
+    processed_at = models.DateTimeField(_("processed at"), null=True, blank=True)
+    attempts = models.PositiveIntegerField(_("processing attempts"), default=0)
+    error = models.TextField(_("error"), blank=True)
+    traceback = models.TextField(_("traceback"), blank=True)
+
+    class Meta:
+        verbose_name = _("webhook delivery")
+        verbose_name_plural = _("webhook deliveries")
+        ordering = ["-received_at", "-pk"]
+        indexes = [models.Index(fields=["status", "received_at"], name="convlink_delivery_status")]
+
+    def __str__(self) -> str:
+        return f"{self.event_type or '?'} {self.message_sid or self.conversation_sid} ({self.status})"

@@ -12,8 +12,10 @@ from django.http import HttpRequest, HttpResponse
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
+from .conf import convlink_settings
+from .deliveries import count_forged, process_delivery, record_delivery
 from .events import InvalidPayload, parse_event
-from .handlers import handle_event
+from .models import DeliveryStatus
 from .signature import signature_failure, webhook_url
 
 logger = logging.getLogger(__name__)
@@ -22,15 +24,17 @@ logger = logging.getLogger(__name__)
 class TwilioWebhookView(View):
     """Receives Twilio Conversations post-event webhooks.
 
-    POST: 403 when the signature fails (nothing written, reason and URL logged), 400
-    when a field is malformed (nothing written), 500 when the database fails (nothing
-    written; Twilio retries), else 200. HEAD answers 200 for Twilio's console probe;
-    other methods get 405.
+    POST: 413 over MAX_REQUEST_BYTES and 403 when the signature fails (nothing stored;
+    reason and URL logged; forged requests counted), 400 when a field is malformed
+    (the delivery is logged as rejected, no event data written), 500 when processing
+    fails (no event data written; the delivery row keeps the error; Twilio retries),
+    else 200. HEAD answers 200 for Twilio's console probe; other methods get 405.
 
     The view is exempt from CSRF (Twilio has no token to send) and from
-    LoginRequiredMiddleware, and it is ``non_atomic_requests``: with ATOMIC_REQUESTS
-    an error would otherwise roll back whatever the app logs about the delivery, and
-    the app's own transaction already makes each event all-or-nothing.
+    LoginRequiredMiddleware, and it is ``non_atomic_requests``: under ATOMIC_REQUESTS
+    a failed event would roll the delivery log row back with it, and the log exists
+    precisely to survive that failure. The event's own transaction keeps each event
+    all-or-nothing.
     """
 
     http_method_names = ["post", "head"]
@@ -44,21 +48,42 @@ class TwilioWebhookView(View):
         return HttpResponse(status=200)
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        # Cheap rejections first: nothing is read or written for an oversized or
+        # unsigned request, and neither is ever stored.
+        length = request.META.get("CONTENT_LENGTH") or "0"
+        if not length.isdigit() or int(length) > convlink_settings.MAX_REQUEST_BYTES:
+            logger.warning("Rejected Twilio webhook: body of %s bytes is over MAX_REQUEST_BYTES", length)
+            return _text("Request body too large.", 413)
         url = webhook_url(request)
         failure = signature_failure(request, url)
         if failure:
+            count_forged()
             logger.warning("Rejected Twilio webhook: %s (validated against %s)", failure, url)
-            return HttpResponse("Invalid Twilio signature.", status=403, content_type="text/plain")
+            return _text("Invalid Twilio signature.", 403)
+
         try:
             event = parse_event(request.POST)
         except InvalidPayload as exc:
             logger.warning("Refused Twilio webhook %s: %s", request.POST.get("EventType", "?"), exc)
-            return HttpResponse(str(exc), status=400, content_type="text/plain")
+            try:
+                record_delivery(request, status=DeliveryStatus.REJECTED, error=str(exc))
+            except DatabaseError:
+                logger.exception("Could not record a refused delivery")
+            return _text(str(exc), 400)
         try:
-            handle_event(event)
+            delivery = record_delivery(request)
         except DatabaseError:
-            # Nothing was written (handle_event is atomic); a 5xx makes Twilio retry.
-            logger.exception("Database error while storing Twilio %s", event.event_type)
-            return HttpResponse("Temporary failure; please retry.", status=500,
-                                content_type="text/plain")
+            logger.exception("Could not record a Twilio %s delivery", event.event_type)
+            return _text("Temporary failure; please retry.", 500)
+        try:
+            process_delivery(delivery, event)
+        except Exception:
+            # Nothing of the event was written (its transaction rolled back); the
+            # delivery row keeps the error for a replay, and a 5xx makes Twilio retry.
+            logger.exception("Processing Twilio %s (delivery %s) failed", event.event_type, delivery.pk)
+            return _text("Temporary failure; please retry.", 500)
         return HttpResponse(status=200)
+
+
+def _text(message: str, status: int) -> HttpResponse:
+    return HttpResponse(message, status=status, content_type="text/plain")

@@ -34,13 +34,14 @@ class TwilioClient(Client):
 
     def webhook(self, data: dict[str, str], *, path: str = WEBHOOK_PATH,
                 signed_url: str | None = None, signature: str | None = None,
-                secure: bool = False, **extra):
+                secure: bool = False, headers: dict[str, str] | None = None, **extra):
         url = signed_url or f"{'https' if secure else 'http'}://testserver{path}"
         if signature is None:
             signature = RequestValidator(self.token).compute_signature(url, data)
         return self.post(path, data=urlencode(data),
                          content_type="application/x-www-form-urlencoded",
-                         headers={"X-Twilio-Signature": signature}, secure=secure, **extra)
+                         headers={"X-Twilio-Signature": signature, **(headers or {})}, secure=secure,
+                         **extra)
 
 
 @pytest.fixture

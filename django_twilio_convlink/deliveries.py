@@ -1,0 +1,176 @@
+"""The delivery log: record each signed delivery first, process it second, keep the
+failures, replay them later.
+
+Order of work for one delivery (the view's, a replay's):
+
+1. ``record_delivery``: one INSERT, committed on its own (the view is
+   ``non_atomic_requests``), so the delivery exists whatever happens next;
+2. ``process_delivery``: the event's own atomic block (``handlers.handle_event``);
+3. one UPDATE: processed (and earlier failed copies of the same delivery with it), or
+   failed with the error and traceback, and the view answers 500 so Twilio retries.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from django.core.cache import cache
+from django.db import DatabaseError, connection
+from django.db.models import F, Q
+from django.http import HttpRequest, QueryDict
+from django.utils import timezone
+
+from .events import Event, InvalidPayload, parse_event
+from .handlers import handle_event
+from .models import DeliveryStatus, WebhookDelivery
+
+logger = logging.getLogger(__name__)
+
+IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
+KEPT_HEADERS = (IDEMPOTENCY_HEADER, "X-Twilio-Signature", "X-Twilio-Webhooks-Signature-Settings",
+                "User-Agent", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host")
+REDACTED_HEADERS = {"X-Twilio-Signature"}
+FORGED_COUNTER = "twilio_convlink:forged:{day}"
+
+
+def _clean(value: str, limit: int | None = None) -> str:
+    # No database stores NUL in text (PostgreSQL refuses it even inside JSON); a
+    # malformed delivery must still be recordable so its 400 can be explained.
+    value = value.replace("\x00", "\ufffd")
+    return value[:limit] if limit else value
+
+
+def _params(data: QueryDict) -> dict[str, str | list[str]]:
+    return {_clean(key): [_clean(v) for v in values] if len(values) > 1 else _clean(values[0])
+            for key, values in data.lists()}
+
+
+def record_delivery(request: HttpRequest, *, status: str = DeliveryStatus.RECEIVED,
+                    error: str = "") -> WebhookDelivery:
+    """Store a signed delivery (one INSERT). ``status``/``error`` record a rejection."""
+    post = request.POST
+    headers = {name: ("[redacted]" if name in REDACTED_HEADERS else _clean(request.headers[name], 500))
+               for name in KEPT_HEADERS if name in request.headers}
+    retry_count = post.get("RetryCount", "")
+    return WebhookDelivery.objects.create(
+        event_type=_clean(post.get("EventType", ""), 64),
+        conversation_sid=_clean(post.get("ConversationSid", ""), 34),
+        message_sid=_clean(post.get("MessageSid", ""), 34),
+        account_sid=_clean(post.get("AccountSid", ""), 34),
+        idempotency_token=_clean(request.headers.get(IDEMPOTENCY_HEADER, ""), 128),
+        retry_count=int(retry_count) if retry_count.isascii() and retry_count.isdigit()
+        and len(retry_count) < 9 else None,
+        params=_params(post),
+        headers=headers,
+        status=status,
+        error=error,
+        attempts=0 if status == DeliveryStatus.REJECTED else 1,
+    )
+
+
+def _same_delivery(delivery: WebhookDelivery) -> Q:
+    """Earlier failed copies of this delivery: Twilio's retries carry the same
+    idempotency token; without one, the same event about the same message."""
+    if delivery.idempotency_token:
+        same = Q(idempotency_token=delivery.idempotency_token)
+    elif delivery.message_sid:
+        same = Q(event_type=delivery.event_type, message_sid=delivery.message_sid)
+    else:
+        return Q(pk=delivery.pk)
+    return Q(pk=delivery.pk) | (same & Q(status=DeliveryStatus.FAILED))
+
+
+def process_delivery(delivery: WebhookDelivery, event: Event) -> None:
+    """Apply the event; mark the delivery processed, or failed and re-raise."""
+    try:
+        handle_event(event)
+    except Exception as exc:
+        mark_failed(delivery, exc)
+        raise
+    WebhookDelivery.objects.filter(_same_delivery(delivery)).update(
+        status=DeliveryStatus.PROCESSED, processed_at=timezone.now())
+
+
+def mark_failed(delivery: WebhookDelivery, exc: BaseException) -> None:
+    values = {"status": DeliveryStatus.FAILED, "error": f"{type(exc).__name__}: {exc}"[:2000],
+              "traceback": "".join(traceback.format_exception(exc))[-20000:]}
+    for _ in range(2):
+        try:
+            WebhookDelivery.objects.filter(pk=delivery.pk).update(**values)
+            return
+        except DatabaseError:
+            # The failure may have been the connection itself (killed, restarted):
+            # drop it so the next statement opens a fresh one.
+            connection.close()
+    logger.error("Could not record the failure of delivery %s", delivery.pk)
+
+
+def count_forged() -> None:
+    """Count a refused (unsigned or forged) request in the cache, never the database."""
+    key = FORGED_COUNTER.format(day=timezone.now().date().isoformat())
+    try:
+        if not cache.add(key, 1, timeout=2 * 86400):
+            cache.incr(key)
+    except Exception:  # a cache outage must not turn a 403 into a 500
+        logger.debug("Could not count a forged request", exc_info=True)
+
+
+def forged_today() -> int:
+    return int(cache.get(FORGED_COUNTER.format(day=timezone.now().date().isoformat()), 0) or 0)
+
+
+def event_of(delivery: WebhookDelivery) -> Event:
+    """The event a stored delivery carries (raises InvalidPayload)."""
+    data = QueryDict(mutable=True)
+    for key, value in delivery.params.items():
+        data.setlist(key, value if isinstance(value, list) else [value])
+    return parse_event(data)
+
+
+@dataclass
+class ReplayReport:
+    processed: list[int] = field(default_factory=list)
+    failed: list[tuple[int, str]] = field(default_factory=list)
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+
+
+def replay(deliveries: Iterable[WebhookDelivery], *, dry_run: bool = False) -> ReplayReport:
+    """Process stored deliveries again, one by one, going on past failures."""
+    report = ReplayReport()
+    for delivery in deliveries:
+        try:
+            event = event_of(delivery)
+        except InvalidPayload as exc:
+            report.rejected.append((delivery.pk, str(exc)))
+            if not dry_run:
+                WebhookDelivery.objects.filter(pk=delivery.pk).update(
+                    status=DeliveryStatus.REJECTED, error=str(exc))
+            continue
+        if dry_run:
+            report.processed.append(delivery.pk)
+            continue
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(attempts=F("attempts") + 1)
+        try:
+            process_delivery(delivery, event)
+        except Exception as exc:
+            report.failed.append((delivery.pk, f"{type(exc).__name__}: {exc}"))
+        else:
+            report.processed.append(delivery.pk)
+    return report
+
+
+def prune(older_than_days: int, *, include_failed: bool = False, dry_run: bool = False) -> int:
+    """Delete processed and rejected deliveries (and failed ones if asked) received
+    more than ``older_than_days`` ago. Returns how many (would) go."""
+    cutoff = timezone.now() - datetime.timedelta(days=older_than_days)
+    statuses = [DeliveryStatus.PROCESSED, DeliveryStatus.REJECTED]
+    if include_failed:
+        statuses.append(DeliveryStatus.FAILED)
+    qs = WebhookDelivery.objects.filter(received_at__lt=cutoff, status__in=statuses)
+    if dry_run:
+        return qs.count()
+    return qs.delete()[0]

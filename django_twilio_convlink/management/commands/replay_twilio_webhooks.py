@@ -1,0 +1,75 @@
+"""Process stored webhook deliveries again.
+
+Usage examples::
+
+    manage.py replay_twilio_webhooks --failed                   # every failed delivery
+    manage.py replay_twilio_webhooks --failed --since 2026-11-20
+    manage.py replay_twilio_webhooks 1042 1043                  # by id
+    manage.py replay_twilio_webhooks --failed --dry-run         # list, change nothing
+
+Replays are idempotent (a message stored once stays stored once). The command goes
+on past a failure, prints a summary and exits 1 when any replay failed.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+
+from ...deliveries import replay
+from ...models import DeliveryStatus, WebhookDelivery
+
+
+def moment(value: str) -> datetime.datetime:
+    parsed = parse_datetime(value)
+    if parsed is None and (day := parse_date(value)) is not None:
+        parsed = datetime.datetime.combine(day, datetime.time.min)
+    if parsed is None:
+        raise CommandError(f"--since {value!r} is not a date (YYYY-MM-DD) or date and time.")
+    return timezone.make_aware(parsed) if timezone.is_naive(parsed) else parsed
+
+
+class Command(BaseCommand):
+    help = "Replay stored Twilio webhook deliveries (failed ones, or by id)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("ids", nargs="*", type=int, help="Delivery ids to replay.")
+        parser.add_argument("--failed", action="store_true", help="Replay every failed delivery.")
+        parser.add_argument("--since", help="Only deliveries received since this date (or date and time).")
+        parser.add_argument("--dry-run", action="store_true", help="List what would be replayed.")
+
+    def handle(self, *args: Any, ids: list[int], failed: bool, since: str | None, dry_run: bool,
+               verbosity: int, **options: Any) -> None:
+        if not ids and not failed:
+            raise CommandError("Name delivery ids, or use --failed.")
+        qs = WebhookDelivery.objects.order_by("received_at", "pk")
+        if ids:
+            qs = qs.filter(pk__in=ids)
+            missing = set(ids) - set(qs.values_list("pk", flat=True))
+            if missing:
+                raise CommandError(f"No delivery with id {', '.join(map(str, sorted(missing)))}.")
+        if failed:
+            qs = qs.filter(status=DeliveryStatus.FAILED)
+        if since:
+            qs = qs.filter(received_at__gte=moment(since))
+        deliveries = list(qs)
+        report = replay(deliveries, dry_run=dry_run)
+        verb = "Would replay" if dry_run else "Replayed"
+        if dry_run or verbosity >= 2:
+            for pk in report.processed:
+                self.stdout.write(f"{verb} delivery {pk}")
+        for pk, error in report.failed:
+            self.stderr.write(f"Delivery {pk} failed again: {error}")
+        for pk, error in report.rejected:
+            self.stderr.write(f"Delivery {pk} is malformed and cannot be replayed: {error}")
+        prefix = "[dry run] " if dry_run else ""
+        self.stdout.write(f"{prefix}{len(deliveries)} selected, {len(report.processed)} "
+                          f"{'ok' if dry_run else 'processed'}, {len(report.failed)} failed, "
+                          f"{len(report.rejected)} malformed.")
+        if report.failed:
+            raise CommandError(f"{len(report.failed)} deliver{'y' if len(report.failed) == 1 else 'ies'} "
+                               "failed again.")
