@@ -273,10 +273,12 @@ class _LocmemState:
 class LocmemBackend(BaseApiBackend):
     """Records every call in ``django_twilio_convlink.api.outbox``; behaves like Twilio
     for repeated group chat creations (same unique name, same SID). Tests empty the
-    outbox with ``outbox.clear()``. ``fail_with`` makes the next calls raise."""
+    outbox with ``reset()``. ``fail_with`` makes the next calls raise;
+    ``fail_on["send_message"]`` the next calls of one method only."""
 
     state = _LocmemState()
     fail_with: list[ApiError] = []
+    fail_on: dict[str, list[ApiError]] = {}
 
     def _record(self, method: str, kwargs: dict[str, Any], make_sid) -> str:
         with _outbox_lock:
@@ -284,6 +286,8 @@ class LocmemBackend(BaseApiBackend):
             outbox.append(call)
             if LocmemBackend.fail_with:
                 raise LocmemBackend.fail_with.pop(0)
+            if LocmemBackend.fail_on.get(method):
+                raise LocmemBackend.fail_on[method].pop(0)
             call.result = make_sid()
             return call.result
 
@@ -301,6 +305,7 @@ class LocmemBackend(BaseApiBackend):
             outbox.clear()
             cls.state = _LocmemState()
             cls.fail_with = []
+            cls.fail_on = {}
 
 
 @lru_cache(maxsize=4)
