@@ -114,7 +114,8 @@ class MessageAdmin(admin.ModelAdmin):
     search_fields = ("message_sid", "author", "body", "conversation__conversation_sid")
     list_select_related = ("conversation",)
     raw_id_fields = ("conversation",)
-    readonly_fields = ("message_sid", "forward_state", "forwarded_sid", "created_at", "updated_at")
+    readonly_fields = ("message_sid", "forward_state", "forwarded_sid", "forward_attempts",
+                       "forward_retry_at", "created_at", "updated_at")
     date_hierarchy = "created_at"
 
     @admin.display(description=_("body"))

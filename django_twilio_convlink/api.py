@@ -20,6 +20,8 @@ import logging
 import re
 import secrets
 import threading
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -113,6 +115,12 @@ class BaseApiBackend:
         """Post a message into a conversation; return its SID (IM...)."""
         raise NotImplementedError
 
+    def find_forwards(self, *, conversation_sid: str, source_sid: str) -> dict[int, str]:
+        """SIDs of the copies of ``source_sid`` already in the conversation, by part
+        (``forwarded_from`` and ``part`` in their attributes): what an earlier run
+        posted although its answer was lost."""
+        raise NotImplementedError
+
 
 class SdkBackend(BaseApiBackend):
     """The real thing, through the official SDK."""
@@ -121,13 +129,13 @@ class SdkBackend(BaseApiBackend):
         self._client = None
 
     @property
-    def client(self):
+    def client(self) -> Client:
         if self._client is None:
             self._client = build_client()
         return self._client
 
-    def create_group_chat(self, *, unique_name, friendly_name, attributes, messaging_service_sid,
-                          participants):
+    def create_group_chat(self, *, unique_name: str, friendly_name: str, attributes: dict[str, Any],
+                          messaging_service_sid: str, participants: list[Participant]) -> str:
         try:
             created = self.client.conversations.v1.conversation_with_participants.create(
                 friendly_name=friendly_name,
@@ -170,7 +178,8 @@ class SdkBackend(BaseApiBackend):
                 raise original from exc  # not ours after all: report what Twilio said first
             raise error from exc
 
-    def send_message(self, *, conversation_sid, author, body, media_sid, attributes):
+    def send_message(self, *, conversation_sid: str, author: str, body: str, media_sid: str,
+                     attributes: dict[str, Any]) -> str:
         try:
             message = self.client.conversations.v1.conversations(conversation_sid).messages.create(
                 author=author,
@@ -181,6 +190,33 @@ class SdkBackend(BaseApiBackend):
             return message.sid
         except Exception as exc:
             raise to_api_error(exc) from exc
+
+    # Copies are looked for among the newest messages only: a retry follows its
+    # failed attempt within hours, and a busy group chat is not thousands deep by then.
+    FORWARD_SEARCH_DEPTH = 100
+
+    def find_forwards(self, *, conversation_sid: str, source_sid: str) -> dict[int, str]:
+        try:
+            messages = self.client.conversations.v1.conversations(conversation_sid).messages.list(
+                order="desc", limit=self.FORWARD_SEARCH_DEPTH)
+        except Exception as exc:
+            raise to_api_error(exc) from exc
+        return forwards_in(((m.sid, m.attributes) for m in messages if m.sid), source_sid)
+
+
+def forwards_in(messages: Iterable[tuple[str, Any]], source_sid: str) -> dict[int, str]:
+    """{part: SID} of the messages whose attributes say they copy ``source_sid``."""
+    found: dict[int, str] = {}
+    for sid, raw in messages:
+        try:
+            attributes = json.loads(raw) if isinstance(raw, str) else (raw or {})
+        except ValueError:
+            continue
+        if isinstance(attributes, dict) and attributes.get("forwarded_from") == source_sid:
+            part = attributes.get("part", 0)
+            if isinstance(part, int):
+                found.setdefault(part, sid)
+    return found
 
 
 def to_api_error(exc: Exception) -> ApiError:
@@ -206,7 +242,7 @@ def _http_error(message: str, code: int | None, status: int | None) -> ApiError:
     return ApiError(message, code=code, status=status, transient=transient)
 
 
-def build_client():
+def build_client() -> Client:
     """The SDK client from settings: ACCOUNT_SID with AUTH_TOKEN, or an API key SID and
     secret with ACCOUNT_SID. API_BASE_URL sends Conversations calls elsewhere (a mock)."""
     s = convlink_settings
@@ -256,6 +292,9 @@ class ConsoleBackend(BaseApiBackend):
         logger.warning("Twilio (console): send message %s -> %s", _describe(kwargs), sid)
         return sid
 
+    def find_forwards(self, **kwargs: Any) -> dict[int, str]:
+        return {}
+
 
 def _describe(kwargs: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
@@ -268,19 +307,29 @@ _outbox_lock = threading.Lock()
 @dataclass
 class _LocmemState:
     group_chats: dict[str, str] = field(default_factory=dict)
+    # conversation SID -> [(message SID, attributes)]
+    messages: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=dict)
 
 
 class LocmemBackend(BaseApiBackend):
-    """Records every call in ``django_twilio_convlink.api.outbox``; behaves like Twilio
-    for repeated group chat creations (same unique name, same SID). Tests empty the
-    outbox with ``reset()``. ``fail_with`` makes the next calls raise;
-    ``fail_on["send_message"]`` the next calls of one method only."""
+    """Records every call in ``django_twilio_convlink.api.outbox`` and behaves like
+    Twilio for what the app relies on: a repeated group chat creation gives the same
+    SID, and posted messages can be found again by their attributes.
+
+    For failure tests: ``fail_with`` makes the next calls raise; ``fail_on["name"]``
+    the next calls of one method; ``lose_answer_on["name"]`` performs the next call
+    and then raises (a timeout after Twilio did the work). ``reset()`` clears all.
+    """
 
     state = _LocmemState()
     fail_with: list[ApiError] = []
     fail_on: dict[str, list[ApiError]] = {}
+    lose_answer_on: dict[str, list[ApiError]] = {}
+    delay: float = 0.0
 
-    def _record(self, method: str, kwargs: dict[str, Any], make_sid) -> str:
+    def _record(self, method: str, kwargs: dict[str, Any], perform: Callable[[], str]) -> str:
+        if LocmemBackend.delay:
+            time.sleep(LocmemBackend.delay)
         with _outbox_lock:
             call = ApiCall(method, kwargs)
             outbox.append(call)
@@ -288,7 +337,9 @@ class LocmemBackend(BaseApiBackend):
                 raise LocmemBackend.fail_with.pop(0)
             if LocmemBackend.fail_on.get(method):
                 raise LocmemBackend.fail_on[method].pop(0)
-            call.result = make_sid()
+            call.result = perform()
+            if LocmemBackend.lose_answer_on.get(method):
+                raise LocmemBackend.lose_answer_on[method].pop(0)
             return call.result
 
     def create_group_chat(self, **kwargs: Any) -> str:
@@ -297,7 +348,17 @@ class LocmemBackend(BaseApiBackend):
                             lambda: chats.setdefault(kwargs["unique_name"], "CH" + secrets.token_hex(16)))
 
     def send_message(self, **kwargs: Any) -> str:
-        return self._record("send_message", kwargs, lambda: "IM" + secrets.token_hex(16))
+        def perform() -> str:
+            sid = "IM" + secrets.token_hex(16)
+            LocmemBackend.state.messages.setdefault(kwargs["conversation_sid"], []).append(
+                (sid, kwargs["attributes"]))
+            return sid
+        return self._record("send_message", kwargs, perform)
+
+    def find_forwards(self, **kwargs: Any) -> dict[int, str]:
+        self._record("find_forwards", kwargs, lambda: "")
+        stored = LocmemBackend.state.messages.get(kwargs["conversation_sid"], [])
+        return forwards_in(stored, kwargs["source_sid"])
 
     @classmethod
     def reset(cls) -> None:
@@ -306,6 +367,8 @@ class LocmemBackend(BaseApiBackend):
             cls.state = _LocmemState()
             cls.fail_with = []
             cls.fail_on = {}
+            cls.lose_answer_on = {}
+            cls.delay = 0.0
 
 
 @lru_cache(maxsize=4)

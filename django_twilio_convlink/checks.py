@@ -153,9 +153,17 @@ def _check_group_chat(errors: list, warnings: list) -> None:
             "(django-tasks); Django 6.0+ has django.tasks built in. Or set GROUP_CHAT to False.", 10))
     else:
         alias = convlink_settings.get("TASK_BACKEND")
+        queue = convlink_settings.get("TASK_QUEUE")
         if alias not in tasks.task_backends.settings:
             errors.append(_error(f'{SETTINGS_NAME}["TASK_BACKEND"] = {alias!r} is not in settings.TASKS.',
                                  "Name one of the aliases of settings.TASKS.", 12))
+        else:
+            queues = tasks.task_backends.settings[alias].get("QUEUES")
+            if queues and queue not in queues:
+                errors.append(_error(
+                    f'{SETTINGS_NAME}["TASK_QUEUE"] = {queue!r} is not among the QUEUES of the '
+                    f'"{alias}" task backend: every enqueue would fail.',
+                    f"Use one of {sorted(queues)} or add it to settings.TASKS[{alias!r}]['QUEUES'].", 13))
     if path.endswith(".SdkBackend"):
         has_key = convlink_settings.get("API_KEY_SID") and convlink_settings.get("API_KEY_SECRET")
         if not convlink_settings.get("ACCOUNT_SID") or not (has_key or convlink_settings.get("AUTH_TOKEN")):

@@ -5,27 +5,32 @@ makes sure a group MMS conversation exists with the customer, the manager and th
 assistant, and posts the customer's message there as the assistant, so the manager
 sees it on their phone and can answer the whole group.
 
-Exactly once, under retries and concurrency:
+Exactly once, under retries, concurrency and lost answers, and no lock held while
+Twilio is called (a webhook of the same conversation must never wait for Twilio):
 
-* the work for one customer message holds that message's row lock from start to
-  finish, so the same task run twice at once does it once; webhooks never lock
-  message rows, so the lock never delays Twilio's 5-second budget;
-* the group chat is created under a unique name derived from the customer's
-  conversation, and the backend turns Twilio's "already exists" answers into the
-  existing SID: two different messages racing still leave one group chat;
-* the forward is recorded on the source message (``forwarded_sid``) in the same
-  transaction as the outbound copy; a retry that finds it does nothing.
+1. claim: a short transaction marks the message ``sending`` until a deadline; a
+   second run of the same task finds the claim and leaves;
+2. the group chat is created under a unique name derived from the customer's
+   conversation, and the backend turns Twilio's "already exists" answers into the
+   existing SID, so two runs for two messages still make one group chat; it is then
+   stored in a short transaction of its own;
+3. the copy is posted with ``forwarded_from`` in its attributes. A run that follows a
+   failed or abandoned one first looks for copies already in the group chat (a
+   timeout may hide a post that Twilio did store) and posts only what is missing;
+4. a short transaction stores the copy and marks the message ``sent``.
 
-One gap is left, and Twilio's API leaves no way to close it: if the message was
-posted and the commit that records it then fails, a retry posts it again.
+Failures are counted per message (``forward_attempts``, ``forward_retry_at``); the
+conversation shows the last one. A run that dies without recording anything leaves
+the claim to expire, after which the message is due again.
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
+from typing import Any
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
@@ -42,6 +47,7 @@ UNIQUE_NAME_PREFIX = "convlink-group-"
 # Twilio's limit for a message body sent through the API.
 MAX_FORWARD_BODY = 1600
 MAX_RETRY_DELAY = datetime.timedelta(hours=1)
+UNFINISHED = (ForwardState.PENDING, ForwardState.SENDING, ForwardState.FAILED)
 
 
 def wants_forward(conversation: AbstractTwilioConversation, author: str) -> bool:
@@ -58,6 +64,11 @@ def wants_forward(conversation: AbstractTwilioConversation, author: str) -> bool
 
 def group_chat_unique_name(conversation: AbstractTwilioConversation) -> str:
     return UNIQUE_NAME_PREFIX + conversation.conversation_sid
+
+
+def claim_duration() -> datetime.timedelta:
+    # Room for the three calls a forward may make, each up to API_TIMEOUT.
+    return datetime.timedelta(seconds=max(60, 4 * int(convlink_settings.API_TIMEOUT)))
 
 
 def _participants(customer_phone: str) -> list[Participant]:
@@ -81,8 +92,8 @@ def _participants(customer_phone: str) -> list[Participant]:
 def ensure_group_chat(conversation: AbstractTwilioConversation) -> AbstractTwilioConversation:
     """The customer's group chat row, created at Twilio and stored if it does not exist.
 
-    Call inside a transaction. The group chat row is linked to the same booking and
-    apartment as the customer's conversation.
+    Call outside a transaction: the Twilio call holds no lock. The group chat row is
+    linked to the same booking and apartment as the customer's conversation.
     """
     Conversation = type(conversation)
     if conversation.group_chat_id is not None:
@@ -99,89 +110,153 @@ def ensure_group_chat(conversation: AbstractTwilioConversation) -> AbstractTwili
         messaging_service_sid=convlink_settings.MESSAGING_SERVICE_SID,
         participants=_participants(conversation.customer_phone),
     )
-    group, _ = save_conversation_to_db(sid, friendly_name=friendly_name, unique_name=unique_name)
-    now = timezone.now()
-    Conversation._default_manager.filter(pk=group.pk).update(
-        is_group_chat=True, customer_phone=conversation.customer_phone,
-        booking_id=conversation.booking_id, apartment_id=conversation.apartment_id,
-        link_method=conversation.link_method, linked_at=conversation.linked_at,
-        booking_lookup_at=now, updated_at=now,
-    )
-    Conversation._default_manager.filter(pk=conversation.pk).update(group_chat=group, updated_at=now)
+    with transaction.atomic():
+        group, _ = save_conversation_to_db(sid, friendly_name=friendly_name, unique_name=unique_name)
+        now = timezone.now()
+        Conversation._default_manager.filter(pk=group.pk).update(
+            is_group_chat=True, customer_phone=conversation.customer_phone,
+            booking_id=conversation.booking_id, apartment_id=conversation.apartment_id,
+            link_method=conversation.link_method, linked_at=conversation.linked_at,
+            booking_lookup_at=now, updated_at=now,
+        )
+        Conversation._default_manager.filter(pk=conversation.pk).update(group_chat=group, updated_at=now)
     conversation.group_chat = group
-    logger.info("Group chat %s created for conversation %s", sid, conversation.conversation_sid)
+    logger.info("Group chat %s ready for conversation %s", sid, conversation.conversation_sid)
     return group
+
+
+def _claim(message_pk: int) -> tuple[AbstractTwilioMessage, AbstractTwilioConversation, bool] | None:
+    """Take the message for this run, or None when there is nothing to do (done,
+    permanent, not forwardable, or another run holds an unexpired claim). The third
+    value says whether an earlier run may have posted already."""
+    Message, Conversation = get_message_model(), get_conversation_model()
+    now = timezone.now()
+    with transaction.atomic():
+        message = Message._default_manager.select_for_update().get(pk=message_pk)
+        if message.forward_state not in UNFINISHED or message.forwarded_sid:
+            return None
+        if message.forward_state == ForwardState.SENDING and message.forward_retry_at \
+                and message.forward_retry_at > now:
+            return None
+        conversation = Conversation._default_manager.get(pk=message.conversation_id)
+        if conversation.is_group_chat or Conversation._default_manager.filter(
+                group_chat_id=conversation.pk).exists():
+            # A group chat row that a webhook stored before the task marked it.
+            Message._default_manager.filter(pk=message.pk).update(forward_state="", forward_retry_at=None)
+            return None
+        resumed = message.forward_state == ForwardState.SENDING or message.forward_attempts > 0
+        Message._default_manager.filter(pk=message.pk).update(
+            forward_state=ForwardState.SENDING, forward_retry_at=now + claim_duration())
+    return message, conversation, resumed
 
 
 def forward_customer_message(message_pk: int) -> str:
     """Make sure the customer's group chat exists and the message is posted there once.
 
-    Returns the SID of the copy in the group chat ("" when the message needs no
-    forward). Raises ApiError after recording it on the conversation and the message.
+    Returns the SID of the (first) copy in the group chat, or "" when this run had
+    nothing to do. Raises ApiError after recording it on the message and the
+    conversation; a database error or a bug is recorded the same way and re-raised.
     """
-    Message, Conversation = get_message_model(), get_conversation_model()
+    claimed = _claim(message_pk)
+    if claimed is None:
+        return get_message_model()._default_manager.filter(pk=message_pk).values_list(
+            "forwarded_sid", flat=True).first() or ""
+    message, conversation, resumed = claimed
     try:
-        with transaction.atomic():
-            message = Message._default_manager.select_for_update().get(pk=message_pk)
-            done = ("", ForwardState.SENT, ForwardState.PERMANENT)
-            if message.forwarded_sid or message.forward_state in done:
-                return message.forwarded_sid
-            conversation = Conversation._default_manager.get(pk=message.conversation_id)
-            if conversation.is_group_chat or Conversation._default_manager.filter(
-                    group_chat_id=conversation.pk).exists():
-                # A group chat row that a webhook stored before the task marked it.
-                Message._default_manager.filter(pk=message.pk).update(forward_state="")
-                return ""
-            group = ensure_group_chat(conversation)
-            sid = _post_copy(message, group)
-            Message._default_manager.filter(pk=message.pk).update(
-                forward_state=ForwardState.SENT, forwarded_sid=sid, updated_at=timezone.now())
-            if conversation.group_chat_attempts or conversation.group_chat_error:
-                Conversation._default_manager.filter(pk=conversation.pk).update(
-                    group_chat_error="", group_chat_error_code=None, group_chat_attempts=0,
-                    group_chat_retry_at=None)
-            return sid
+        group = ensure_group_chat(conversation)
+        try:
+            sids = _post_copies(message, group, resumed)
+        except ApiError as error:
+            if error.status == 404:
+                # The group chat is gone at Twilio (deleted, closed and purged): forget
+                # it so that the retry makes a new one.
+                type(conversation)._default_manager.filter(pk=conversation.pk).update(group_chat=None)
+                error.transient = True
+            raise
+        _record_sent(message, conversation, group, sids)
+        return sids[0]
     except ApiError as error:
-        record_failure(message_pk, error)
+        record_failure(message, conversation, error)
+        raise
+    except DatabaseError as exc:
+        record_failure(message, conversation, ApiError(f"database: {exc}", transient=True))
+        raise
+    except Exception as exc:
+        record_failure(message, conversation, ApiError(f"{type(exc).__name__}: {exc}", transient=False))
         raise
 
 
-def _post_copy(message: AbstractTwilioMessage, group: AbstractTwilioConversation) -> str:
-    assistant = convlink_settings.ASSISTANT_IDENTITY
+def _parts(message: AbstractTwilioMessage) -> list[tuple[str, str]]:
+    """(body, media SID) per message to post: Twilio takes one media SID per message,
+    so each further photo of an MMS is a message of its own."""
     body = message.body
     if len(body) > MAX_FORWARD_BODY:
         body = body[: MAX_FORWARD_BODY - 1] + "…"
-    media_sid = next((m.get("Sid", "") for m in message.media if isinstance(m, dict)), "")
-    attributes = {"forwarded_from": message.message_sid}
-    sid = get_api_backend().send_message(conversation_sid=group.conversation_sid, author=assistant,
-                                         body=body, media_sid=media_sid, attributes=attributes)
-    # Messages made through the REST API fire no webhook: the copy is stored here.
-    type(message)._default_manager.create(
-        message_sid=sid, conversation=group, author=assistant, body=body,
-        direction=Direction.OUTBOUND, source="API", attributes=attributes, media=message.media,
-        date_created=timezone.now(),
-    )
-    return sid
+    media = [m.get("Sid", "") for m in message.media if isinstance(m, dict) and m.get("Sid")]
+    return [(body, media[0] if media else "")] + [("", sid) for sid in media[1:]]
 
 
-def record_failure(message_pk: int, error: ApiError) -> None:
-    """Note the failure on the conversation (error, code, attempts, when to retry) and
-    on the message (failed, or permanent when retrying cannot help)."""
-    Message, Conversation = get_message_model(), get_conversation_model()
+def _post_copies(message: AbstractTwilioMessage, group: AbstractTwilioConversation,
+                 resumed: bool) -> list[str]:
+    backend = get_api_backend()
+    already = backend.find_forwards(conversation_sid=group.conversation_sid,
+                                    source_sid=message.message_sid) if resumed else {}
+    sids = []
+    for part, (body, media_sid) in enumerate(_parts(message)):
+        attributes: dict[str, Any] = {"forwarded_from": message.message_sid}
+        if part:
+            attributes["part"] = part
+        sid = already.get(part) or backend.send_message(
+            conversation_sid=group.conversation_sid, author=convlink_settings.ASSISTANT_IDENTITY,
+            body=body, media_sid=media_sid, attributes=attributes)
+        sids.append(sid)
+    return sids
+
+
+def _record_sent(message: AbstractTwilioMessage, conversation: AbstractTwilioConversation,
+                 group: AbstractTwilioConversation, sids: list[str]) -> None:
+    Message, Conversation = type(message), type(conversation)
+    now = timezone.now()
+    assistant = convlink_settings.ASSISTANT_IDENTITY
+    copies = [
+        Message(message_sid=sid, conversation=group, author=assistant, body=body,
+                direction=Direction.OUTBOUND, source="API", date_created=now,
+                attributes={"forwarded_from": message.message_sid, **({"part": part} if part else {})},
+                media=[m for m in message.media if isinstance(m, dict) and m.get("Sid") == media_sid])
+        for part, (sid, (body, media_sid)) in enumerate(zip(sids, _parts(message), strict=True))
+    ]
     with transaction.atomic():
-        message = Message._default_manager.select_for_update().get(pk=message_pk)
-        conversation = Conversation._default_manager.select_for_update().get(pk=message.conversation_id)
-        attempts = conversation.group_chat_attempts + 1
-        permanent = not error.transient or attempts >= convlink_settings.GROUP_CHAT_MAX_ATTEMPTS
-        retry_at = None if permanent else timezone.now() + retry_delay(attempts)
-        Conversation._default_manager.filter(pk=conversation.pk).update(
-            group_chat_error=str(error)[:2000], group_chat_error_code=error.code,
-            group_chat_attempts=F("group_chat_attempts") + 1, group_chat_retry_at=retry_at)
+        # Messages made through the REST API fire no webhook: the copies are stored here.
+        Message._default_manager.bulk_create(copies, ignore_conflicts=True)
         Message._default_manager.filter(pk=message.pk).update(
-            forward_state=ForwardState.PERMANENT if permanent else ForwardState.FAILED)
+            forward_state=ForwardState.SENT, forwarded_sid=sids[0], forward_retry_at=None, updated_at=now)
+        Conversation._default_manager.filter(pk=conversation.pk).exclude(
+            group_chat_error="", group_chat_attempts=0).update(
+            group_chat_error="", group_chat_error_code=None, group_chat_attempts=0, group_chat_retry_at=None)
+
+
+def record_failure(message: AbstractTwilioMessage, conversation: AbstractTwilioConversation,
+                   error: ApiError) -> None:
+    """Count the failure on the message (and schedule its retry, or give up) and show
+    it on the conversation."""
+    attempts = message.forward_attempts + 1
+    permanent = not error.transient or attempts >= convlink_settings.GROUP_CHAT_MAX_ATTEMPTS
+    retry_at = None if permanent else timezone.now() + retry_delay(attempts)
+    try:
+        with transaction.atomic():
+            type(message)._default_manager.filter(pk=message.pk).update(
+                forward_state=ForwardState.PERMANENT if permanent else ForwardState.FAILED,
+                forward_attempts=attempts, forward_retry_at=retry_at)
+            type(conversation)._default_manager.filter(pk=conversation.pk).update(
+                group_chat_error=str(error)[:2000], group_chat_error_code=error.code,
+                group_chat_attempts=F("group_chat_attempts") + 1, group_chat_retry_at=retry_at)
+    except DatabaseError:
+        # The claim expires on its own and makes the message due again.
+        logger.exception("Could not record the forward failure of %s", message.message_sid)
     log = logger.error if permanent else logger.warning
-    log("Group chat for %s failed (attempt %d%s): %s", conversation.conversation_sid, attempts,
+    log("Forward of %s to the group chat failed (attempt %d%s): %s", message.message_sid, attempts,
         ", giving up" if permanent else f", retry after {retry_at:%H:%M:%S}", error)
+    message.forward_attempts, message.forward_retry_at = attempts, retry_at
 
 
 def retry_delay(attempts: int) -> datetime.timedelta:
@@ -190,11 +265,19 @@ def retry_delay(attempts: int) -> datetime.timedelta:
     return min(delay, MAX_RETRY_DELAY)
 
 
-def due_for_retry(retry_before: datetime.datetime, pending_before: datetime.datetime) -> QuerySet:
-    """Messages whose forward should run again: failed ones whose retry time is before
-    ``retry_before``, and pending ones created before ``pending_before`` (their task
-    was lost: a worker killed, an enqueue that failed)."""
+def due_for_retry(now: datetime.datetime | None = None, *, include_permanent: bool = False) -> QuerySet:
+    """Unfinished forwards whose time has come: failed ones after their backoff,
+    pending ones whose task seems lost, sending ones whose run seems dead; with
+    ``include_permanent``, the ones given up on too."""
+    now = now or timezone.now()
+    due = Q(forward_state__in=UNFINISHED, forward_retry_at__lte=now)
+    if include_permanent:
+        due |= Q(forward_state=ForwardState.PERMANENT)
+    return get_message_model()._default_manager.filter(due).order_by("pk")
+
+
+def reopen(message_pks: list[int]) -> int:
+    """Make permanent failures due again (after fixing credentials, say)."""
     return get_message_model()._default_manager.filter(
-        Q(forward_state=ForwardState.FAILED, conversation__group_chat_retry_at__lte=retry_before)
-        | Q(forward_state=ForwardState.PENDING, created_at__lte=pending_before)
-    ).order_by("pk")
+        pk__in=message_pks, forward_state=ForwardState.PERMANENT).update(
+        forward_state=ForwardState.FAILED, forward_attempts=0, forward_retry_at=timezone.now())

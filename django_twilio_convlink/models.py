@@ -30,6 +30,7 @@ class ForwardState(models.TextChoices):
     """Where an inbound customer message stands on its way into the group chat."""
 
     PENDING = "pending", _("Pending")
+    SENDING = "sending", _("Sending")
     SENT = "sent", _("Sent")
     FAILED = "failed", _("Failed, will be retried")
     PERMANENT = "permanent", _("Failed permanently")
@@ -75,8 +76,8 @@ class AbstractTwilioConversation(models.Model):
     )
     group_chat_error = models.TextField(_("group chat error"), blank=True)
     group_chat_error_code = models.IntegerField(_("group chat error code"), null=True, blank=True)
-    group_chat_attempts = models.PositiveIntegerField(_("failed group chat attempts"), default=0)
-    group_chat_retry_at = models.DateTimeField(_("group chat retry at"), null=True, blank=True)
+    group_chat_attempts = models.PositiveIntegerField(_("group chat failures in a row"), default=0)
+    group_chat_retry_at = models.DateTimeField(_("next group chat retry"), null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -117,8 +118,13 @@ class AbstractTwilioMessage(models.Model):
     media = models.JSONField(default=list, blank=True)
     # Inbound customer messages only: the copy posted into the group chat.
     forward_state = models.CharField(_("forward"), max_length=10, choices=ForwardState.choices,
-                                     blank=True, db_index=True)
+                                     blank=True)
     forwarded_sid = models.CharField(_("forwarded as"), max_length=34, blank=True)
+    forward_attempts = models.PositiveIntegerField(_("failed forward attempts"), default=0)
+    # When an unfinished forward is due (again): a pending one whose task may be lost,
+    # a sending one whose worker may have died, a failed one after its backoff.
+    # Set only while a forward is unfinished, so its index stays small.
+    forward_retry_at = models.DateTimeField(_("forward due at"), null=True, blank=True, db_index=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

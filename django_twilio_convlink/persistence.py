@@ -12,6 +12,7 @@ single and complete:
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 from django.db import transaction
@@ -23,6 +24,14 @@ from .models import AbstractTwilioConversation, AbstractTwilioMessage, Direction
 from .phones import is_system_author
 
 PLACEHOLDER_NAME = "Conversation {sid}"
+# A message to forward whose task has not run by then is presumed lost, and due for
+# retry_group_chats.
+PENDING_GRACE = datetime.timedelta(minutes=5)
+
+
+def pending_forward_fields() -> dict[str, Any]:
+    """The values a newly stored message to forward is inserted with."""
+    return {"forward_state": ForwardState.PENDING, "forward_retry_at": timezone.now() + PENDING_GRACE}
 
 
 def save_conversation_to_db(
@@ -105,7 +114,7 @@ def save_message_to_db(
             participant_sid=event.participant_sid,
             attributes=event.attributes,
             media=event.media,
-            forward_state=ForwardState.PENDING if forward else "",
+            **(pending_forward_fields() if forward else {}),
         )
         return message, True
     stale = (event.date_updated is not None and message.date_updated is not None

@@ -102,7 +102,7 @@ def _schedule_retry(message_pk: int) -> None:
     from . import get_message_model
 
     retry_at = (get_message_model()._default_manager.filter(pk=message_pk)
-                .values_list("conversation__group_chat_retry_at", flat=True).first())
+                .values_list("forward_retry_at", flat=True).first())
     backend = task_backends[convlink_settings.TASK_BACKEND]
     if retry_at is None or not backend.supports_defer:
         return

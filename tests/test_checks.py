@@ -80,3 +80,15 @@ def test_missing_tasks_framework_says_what_to_install(monkeypatch):
     monkeypatch.setattr(tasks, "TASKS_AVAILABLE", False)
     [message] = [m for m in check_settings() if m.id == "twilio_convlink.E010"]
     assert "django-tasks" in message.hint
+
+
+def test_task_queue_must_be_one_the_backend_serves(settings):
+    from django_twilio_convlink.tasks import task_backends
+
+    settings.TASKS = {**settings.TASKS, "default": {**settings.TASKS["default"], "QUEUES": ["twilio"]}}
+    task_backends.__dict__.pop("settings", None)  # the handler caches the parsed TASKS
+    try:
+        assert "twilio_convlink.E013" in ids()
+        assert "twilio_convlink.E013" not in ids(TASK_QUEUE="twilio")
+    finally:
+        task_backends.__dict__.pop("settings", None)

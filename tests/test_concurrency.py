@@ -91,4 +91,43 @@ def test_same_task_run_twice_at_once(settings, api_outbox):
     for thread in threads:
         thread.join(timeout=30)
     assert [call.method for call in api_outbox] == ["create_group_chat", "send_message"]
-    assert results[0] == results[1] == api_outbox[1].result
+    sent = api_outbox[1].result
+    # One run did the work; the other found it claimed (or done) and left.
+    assert sent in results and set(results) <= {sent, ""}
+    message.refresh_from_db()
+    assert (message.forward_state, message.forwarded_sid) == ("sent", sent)
+
+
+def test_webhook_does_not_wait_for_a_slow_twilio_call(settings, api_outbox):
+    """The forward holds no lock while it calls Twilio: the customer's next text, in
+    the same conversation, is answered at once."""
+    import time
+
+    from django_twilio_convlink.api import LocmemBackend
+    from django_twilio_convlink.group_chat import forward_customer_message
+
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "TASK_BACKEND": "dummy"}
+    first = payload("onMessageAdded_sms_from_customer", Index="0")
+    assert TwilioClient().webhook(first).status_code == 200
+    message = ChatMessage.objects.get(message_sid=first["MessageSid"])
+    LocmemBackend.delay = 3.0  # every Twilio call takes three seconds
+
+    def slow_forward() -> None:
+        try:
+            forward_customer_message(message.pk)
+        finally:
+            connections.close_all()
+
+    worker = threading.Thread(target=slow_forward)
+    worker.start()
+    time.sleep(0.5)  # the forward is now inside its first Twilio call
+    started = time.monotonic()
+    second = payload("onMessageAdded_sms_from_customer", Index="1",
+                     ConversationSid=first["ConversationSid"])
+    assert TwilioClient().webhook(second).status_code == 200
+    answered_in = time.monotonic() - started
+    worker.join(timeout=30)
+    LocmemBackend.delay = 0.0
+    assert answered_in < 1.0, f"the webhook waited {answered_in:.1f} s for Twilio"
+    message.refresh_from_db()
+    assert message.forward_state == "sent"

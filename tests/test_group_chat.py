@@ -143,7 +143,9 @@ def test_transient_failure_is_recorded_and_retried_by_the_command(deliver, api_o
     assert source.forward_state == "sent"
     assert customer.group_chat_error == "" and customer.group_chat_attempts == 0
     assert customer.group_chat_retry_at is None
-    assert [c.method for c in api_outbox] == ["create_group_chat", "create_group_chat", "send_message"]
+    # The retry looks for a copy an unanswered attempt may have posted before posting.
+    assert [c.method for c in api_outbox] == [
+        "create_group_chat", "create_group_chat", "find_forwards", "send_message"]
 
 
 def test_backoff_grows_and_gives_up_after_max_attempts(deliver, settings, stay):
@@ -196,13 +198,18 @@ def test_lost_task_is_picked_up_as_stale_pending(deliver, api_outbox, settings, 
     assert ChatMessage.objects.get().forward_state == "pending"
     settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "TASK_BACKEND": "default"}
     out = StringIO()
-    call_command("retry_group_chats", "--stale-minutes", "0", stdout=out)
+    call_command("retry_group_chats", stdout=out)  # not due yet: the task may still run
+    assert "0 due" in out.getvalue()
+    out = StringIO()
+    call_command("retry_group_chats", "--now", stdout=out)
     assert "1 due, 1 forwarded" in out.getvalue()
     assert ChatMessage.objects.get(message_sid=data["MessageSid"]).forward_state == "sent"
 
 
-def test_webhook_does_not_wait_for_twilio(twilio_client, api_outbox, django_capture_on_commit_callbacks):
-    """Nothing calls Twilio before the webhook's transaction commits and answers."""
+def test_nothing_calls_twilio_before_the_webhook_commits(twilio_client, api_outbox,
+                                                         django_capture_on_commit_callbacks):
+    """The work is enqueued on commit (a worker backend then keeps it out of the
+    request entirely: tests/test_worker.py)."""
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         assert twilio_client.webhook(payload(FIRST)).status_code == 200
     assert api_outbox == [] and callbacks
@@ -256,3 +263,84 @@ def test_group_chat_sid_adopted_twice_is_one_row(deliver, api_outbox, stay):
     LocmemBackend.state.group_chats[f"convlink-group-{second['ConversationSid']}"] = existing
     deliver(second)
     assert ChatConversation.objects.filter(is_group_chat=True).count() == 1
+
+
+def test_a_success_does_not_strand_an_earlier_failure(deliver, api_outbox, stay):
+    """Failures are scheduled per message: message Y succeeding must not cancel the
+    retry of message X that failed before it."""
+    first = payload(FIRST, Index="0", Body="X")
+    LocmemBackend.fail_with = [ApiError("Service unavailable", status=503, transient=True)]
+    deliver(first)
+    deliver(payload(FIRST, Index="1", Body="Y"))
+    assert ChatMessage.objects.get(body="X", direction="inbound").forward_state == "failed"
+    assert ChatMessage.objects.get(body="Y", direction="inbound").forward_state == "sent"
+    out = StringIO()
+    call_command("retry_group_chats", "--now", stdout=out)
+    assert "1 due, 1 forwarded" in out.getvalue()
+    assert ChatMessage.objects.get(body="X", direction="inbound").forward_state == "sent"
+
+
+def test_an_outage_across_many_messages_gives_up_on_none(deliver, settings, stay):
+    """Attempts count per message: eight texts during an outage are eight first
+    failures, not one message's eighth."""
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "GROUP_CHAT_MAX_ATTEMPTS": 3}
+    LocmemBackend.fail_on["create_group_chat"] = [ApiError("down", status=503, transient=True)] * 8
+    for index in range(8):
+        deliver(payload(FIRST, Index=str(index)))
+    states = list(ChatMessage.objects.filter(direction="inbound").values_list("forward_state", flat=True))
+    assert states == ["failed"] * 8
+
+
+def test_a_post_whose_answer_was_lost_is_not_posted_twice(deliver, api_outbox, stay):
+    """Twilio stored the copy but the answer timed out: the retry finds it by its
+    forwarded_from attribute instead of posting again."""
+    LocmemBackend.lose_answer_on["send_message"] = [ApiError("ReadTimeout", transient=True)]
+    data = payload(FIRST)
+    deliver(data)
+    assert ChatMessage.objects.get(message_sid=data["MessageSid"]).forward_state == "failed"
+    call_command("retry_group_chats", "--now", stdout=StringIO())
+    source = ChatMessage.objects.get(message_sid=data["MessageSid"])
+    assert source.forward_state == "sent"
+    [send] = calls(api_outbox, "send_message")
+    assert source.forwarded_sid == send.result
+    assert ChatMessage.objects.filter(message_sid=send.result).count() == 1
+
+
+def test_every_photo_is_forwarded(deliver, api_outbox, stay):
+    media = ('[{"Sid":"ME11111111111111111111111111111111","ContentType":"image/jpeg"},'
+             '{"Sid":"ME22222222222222222222222222222222","ContentType":"image/jpeg"}]')
+    deliver(payload("onMessageAdded_mms_with_media", Body="two photos", Media=media))
+    sends = calls(api_outbox, "send_message")
+    assert [(c.kwargs["body"], c.kwargs["media_sid"]) for c in sends] == [
+        ("two photos", "ME11111111111111111111111111111111"), ("", "ME22222222222222222222222222222222")]
+    assert sends[1].kwargs["attributes"]["part"] == 1
+    copies = ChatMessage.objects.filter(conversation__is_group_chat=True)
+    assert copies.count() == 2
+
+
+def test_permanent_failures_can_be_retried_on_request(deliver, api_outbox, stay):
+    LocmemBackend.fail_with = [ApiError("Authenticate", code=20003, status=401, transient=False)]
+    data = payload(FIRST)
+    deliver(data)
+    assert ChatMessage.objects.get(message_sid=data["MessageSid"]).forward_state == "permanent"
+    out = StringIO()
+    call_command("retry_group_chats", "--now", stdout=out)
+    assert "0 due" in out.getvalue()
+    call_command("retry_group_chats", "--include-permanent", stdout=out)
+    assert ChatMessage.objects.get(message_sid=data["MessageSid"]).forward_state == "sent"
+
+
+def test_a_group_chat_gone_at_twilio_is_made_again(deliver, api_outbox, stay):
+    first = payload(FIRST, Index="0")
+    deliver(first)
+    customer = ChatConversation.objects.get(conversation_sid=first["ConversationSid"])
+    old_group = customer.group_chat
+    LocmemBackend.fail_on["send_message"] = [ApiError("not found", code=20404, status=404, transient=False)]
+    LocmemBackend.state.group_chats.clear()  # deleted at Twilio: its unique name is free again
+    deliver(payload(FIRST, Index="1"))
+    customer.refresh_from_db()
+    assert customer.group_chat is None
+    assert ChatMessage.objects.get(index=1, conversation=customer).forward_state == "failed"
+    call_command("retry_group_chats", "--now", stdout=StringIO())
+    customer.refresh_from_db()
+    assert customer.group_chat not in (None, old_group)
