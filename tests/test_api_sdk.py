@@ -458,3 +458,24 @@ def test_region_in_the_environment_does_not_bypass_api_base_url(sdk_settings, mo
     client = build_client()
     assert client.get_hostname("https://conversations.twilio.com/v1/Conversations").startswith(
         "https://conversations.twilio.com")
+
+
+def test_earlier_copies_are_found_by_their_forwarded_from_attribute():
+    source = "IM" + "1" * 32
+    listing = (200, {
+        "messages": [
+            {"sid": "IM" + "a" * 32, "attributes": json.dumps({"forwarded_from": source, "part": 1})},
+            {"sid": "IM" + "b" * 32, "attributes": json.dumps({"forwarded_from": "IM" + "9" * 32})},
+            {"sid": "IM" + "c" * 32, "attributes": "not json"},
+            {"sid": "IM" + "d" * 32, "attributes": json.dumps({"forwarded_from": source})},
+        ],
+        "meta": {"page": 0, "page_size": 100, "first_page_url": "", "previous_page_url": None,
+                 "url": "", "next_page_url": None, "key": "messages"},
+    })
+    backend, twilio = backend_answering(listing)
+
+    found = backend.find_forwards(conversation_sid=GROUP_SID, source_sid=source)
+
+    assert found == {0: "IM" + "d" * 32, 1: "IM" + "a" * 32}
+    method, url = twilio.calls[0]
+    assert (method, url) == ("GET", f"{API}/Conversations/{GROUP_SID}/Messages")

@@ -218,6 +218,14 @@ def test_forwarded_message_fits_the_spec(backend, prism, body, media_sid):
     assert sid.startswith("IM") and len(sid) == 34
 
 
+def test_looking_for_earlier_copies_fits_the_spec(backend, prism):
+    """The list a resumed forward reads to avoid posting a copy twice."""
+    found = accepted(prism, lambda: backend.find_forwards(
+        conversation_sid="CHaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", source_sid=FORWARDED_MESSAGE_SID))
+
+    assert found == {}  # Prism's example messages copy nothing of ours
+
+
 class ConflictOnCreate(HttpClient):
     """Prism cannot answer 409: this answers the group chat creation with Twilio's
     unique-name conflict and passes every other request on to Prism."""
