@@ -15,12 +15,13 @@ from typing import Any
 
 from django.core import checks
 from django.core.management.base import BaseCommand, CommandParser
-from django.db.models import Count, Q
+from django.db.models import Count, Min, Q
 from django.urls import NoReverseMatch, reverse
 
 from ... import get_conversation_model, get_message_model
 from ...conf import convlink_settings
-from ...models import Direction, ForwardState
+from ...deliveries import forged_today
+from ...models import DeliveryStatus, Direction, ForwardState, WebhookDelivery
 
 
 def percent(part: int, whole: int) -> str:
@@ -111,6 +112,15 @@ class Command(BaseCommand):
             write("The webhook URL is not included in the URLconf "
                   '(add path("twilio/", include("django_twilio_convlink.urls"))).')
         write(f"Signature validation: {'on' if convlink_settings.VALIDATE_SIGNATURE else 'OFF'}")
+        log = WebhookDelivery.objects.aggregate(
+            **{state.value: Count("pk", filter=Q(status=state.value)) for state in DeliveryStatus},
+            oldest_failed=Min("received_at", filter=Q(status=DeliveryStatus.FAILED)))
+        counts = ", ".join(f"{state.value} {log[state.value]}" for state in DeliveryStatus)
+        write(f"Deliveries logged: {counts}")
+        if log["oldest_failed"]:
+            write(f"Oldest failed delivery: {log['oldest_failed']:%Y-%m-%d %H:%M} "
+                  "(replay with: manage.py replay_twilio_webhooks --failed)")
+        write(f"Forged or unsigned requests refused today: {forged_today()}")
 
         write("")
         write("=== Settings ===")
