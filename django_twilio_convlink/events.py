@@ -114,7 +114,17 @@ def _date(data: Mapping[str, str], name: str) -> datetime.datetime | None:
         raise InvalidPayload(f"{name} {raw[:40]!r} is not an ISO 8601 date and time.")
     # Twilio's timestamps are UTC; one without an offset is read as such rather than
     # in the site's TIME_ZONE.
-    return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=datetime.UTC)
+    try:
+        # Stored in UTC; year 1 with a positive offset would underflow there (found by
+        # the fuzz test), and no database column takes years outside 1000-9999.
+        value = value.astimezone(datetime.UTC)
+    except OverflowError:
+        value = None
+    if value is None or not 1970 <= value.year <= 9998:
+        raise InvalidPayload(f"{name} {raw[:40]!r} is outside the years Twilio uses.")
+    return value
 
 
 def _index(data: Mapping[str, str]) -> int | None:

@@ -127,3 +127,11 @@ def test_persistent_deadlock_gives_500_and_nothing_written(twilio_client):
     with connection.execute_wrapper(always):
         assert twilio_client.webhook(payload(GOOD)).status_code == 500
     assert nothing_written()
+
+
+@pytest.mark.parametrize("date", [
+    "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "1066-10-14T09:00:00Z"])
+def test_dates_outside_any_column_are_refused(twilio_client, date):
+    response = twilio_client.webhook(payload(GOOD, DateCreated=date))
+    assert response.status_code == 400 and "DateCreated" in response.content.decode()
+    assert nothing_written()
