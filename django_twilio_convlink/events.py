@@ -93,13 +93,15 @@ def _json(data: Mapping[str, str], name: str, default: Any) -> Any:
         return default
     try:
         value = json.loads(raw)
-    except ValueError:
+        # PostgreSQL's jsonb refuses the NUL character; refuse it here with a 400
+        # rather than let the INSERT fail with a 500 that Twilio would retry forever.
+        has_nul = "\\u0000" in json.dumps(value)
+    except (ValueError, RecursionError):  # RecursionError: nesting thousands deep
         raise InvalidPayload(f"{name} is not valid JSON.") from None
-    # PostgreSQL's jsonb refuses the NUL character; refuse it here with a 400 rather
-    # than let the INSERT fail with a 500 that Twilio would retry forever.
-    if "\\u0000" in json.dumps(value):
+    if has_nul:
         raise InvalidPayload(f"{name} contains a NUL character.")
-    return value
+    # JSON null stands for "none": the columns are NOT NULL.
+    return default if value is None else value
 
 
 def _date(data: Mapping[str, str], name: str) -> datetime.datetime | None:

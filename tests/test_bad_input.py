@@ -135,3 +135,15 @@ def test_dates_outside_any_column_are_refused(twilio_client, date):
     response = twilio_client.webhook(payload(GOOD, DateCreated=date))
     assert response.status_code == 400 and "DateCreated" in response.content.decode()
     assert nothing_written()
+
+
+@pytest.mark.parametrize(("field", "stored"), [("Attributes", {}), ("Media", [])])
+def test_json_null_is_stored_as_empty(twilio_client, field, stored):
+    assert twilio_client.webhook(payload(GOOD, **{field: "null"})).status_code == 200
+    assert getattr(ChatMessage.objects.get(), field.lower()) == stored
+
+
+def test_json_nested_beyond_reason_is_refused(twilio_client):
+    response = twilio_client.webhook(payload(GOOD, Attributes="[" * 5_000 + "]" * 5_000))
+    assert response.status_code == 400 and b"Attributes is not valid JSON" in response.content
+    assert nothing_written()
