@@ -82,7 +82,7 @@ def _sid(data: Mapping[str, str], name: str, pattern: re.Pattern, *, required: b
         if required:
             raise InvalidPayload(f"{name} is missing.")
         return ""
-    if not pattern.match(value):
+    if not pattern.fullmatch(value):  # fullmatch: "$" would let a trailing newline through
         raise InvalidPayload(f"{name} {value[:40]!r} is not a Twilio SID ({pattern.pattern[1:3]}...).")
     return value
 

@@ -30,7 +30,7 @@ import datetime
 import logging
 from typing import Any
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, OperationalError, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
@@ -38,7 +38,7 @@ from . import get_conversation_model, get_message_model
 from .api import ApiError, Participant, get_api_backend
 from .conf import convlink_settings
 from .models import AbstractTwilioConversation, AbstractTwilioMessage, Direction, ForwardState
-from .persistence import save_conversation_to_db
+from .persistence import is_transient, save_conversation_to_db
 from .phones import customer_phone_from_author, normalize_phone
 
 logger = logging.getLogger(__name__)
@@ -110,6 +110,19 @@ def ensure_group_chat(conversation: AbstractTwilioConversation) -> AbstractTwili
         messaging_service_sid=convlink_settings.MESSAGING_SERVICE_SID,
         participants=_participants(conversation.customer_phone),
     )
+    for attempt in range(1, 4):
+        try:
+            return _store_group_chat(conversation, sid, friendly_name, unique_name)
+        except OperationalError as error:
+            # Runs for the customer's other messages may store the same new row at the
+            # same moment; a deadlock victim simply tries again.
+            if attempt == 3 or not is_transient(error):
+                raise
+
+
+def _store_group_chat(conversation: AbstractTwilioConversation, sid: str, friendly_name: str,
+                      unique_name: str) -> AbstractTwilioConversation:
+    Conversation = type(conversation)
     with transaction.atomic():
         group, _ = save_conversation_to_db(sid, friendly_name=friendly_name, unique_name=unique_name)
         now = timezone.now()

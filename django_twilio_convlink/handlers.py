@@ -12,10 +12,12 @@ from django.db import OperationalError, transaction
 from .events import ConversationEvent, Event, MessageEvent, OtherEvent
 from .group_chat import wants_forward
 from .linking import link_on_first_phone
-from .persistence import conversation_fields, save_conversation_to_db, save_message_to_db
+from .persistence import conversation_fields, is_transient, save_conversation_to_db, save_message_to_db
 from .phones import customer_phone_from_addresses, customer_phone_from_author
 
 logger = logging.getLogger(__name__)
+# How often a deadlock victim runs again.
+ATTEMPTS = 3
 
 
 def handle_message_event(event: MessageEvent) -> None:
@@ -46,18 +48,6 @@ def handle_conversation_event(event: ConversationEvent) -> None:
         phone = customer_phone_from_addresses(event.binding_address)
         if phone is not None:
             link_on_first_phone(conversation, phone)
-
-
-# MySQL error 1213 (deadlock), 1205 (lock wait timeout); PostgreSQL SQLSTATE 40P01
-# (deadlock) and 40001 (serialization failure).
-TRANSIENT_CODES = {1213, 1205, "40P01", "40001"}
-ATTEMPTS = 3
-
-
-def is_transient(error: OperationalError) -> bool:
-    cause = error.__cause__
-    code = getattr(cause, "sqlstate", None) or (getattr(cause, "args", None) or [None])[0]
-    return code in TRANSIENT_CODES
 
 
 def handle_event(event: Event) -> None:

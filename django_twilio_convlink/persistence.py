@@ -3,9 +3,9 @@
 Twilio redelivers, delivers concurrently and out of order. Two rules keep the rows
 single and complete:
 
-* a conversation row is created with INSERT ... ON CONFLICT DO NOTHING (INSERT IGNORE
-  on MariaDB) and then read back ``FOR UPDATE``; every write about one conversation
-  holds that row lock, so its messages are processed one at a time;
+* a conversation row is created with an upsert (INSERT ... ON CONFLICT DO UPDATE; ON
+  DUPLICATE KEY UPDATE on MariaDB) and then read back ``FOR UPDATE``; every write about
+  one conversation holds that row lock, so its messages are processed one at a time;
 * under the lock, a message SID is looked up before it is inserted, so a redelivery
   or a concurrent duplicate finds the first row instead of failing or doubling.
 """
@@ -15,13 +15,24 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import OperationalError, connections, transaction
 from django.utils import timezone
 
 from . import get_conversation_model, get_message_model
 from .events import ConversationEvent, MessageEvent
 from .models import AbstractTwilioConversation, AbstractTwilioMessage, Direction, ForwardState
 from .phones import is_system_author
+
+# MySQL error 1213 (deadlock), 1205 (lock wait timeout); PostgreSQL SQLSTATE 40P01
+# (deadlock) and 40001 (serialization failure).
+TRANSIENT_CODES = {1213, 1205, "40P01", "40001"}
+
+
+def is_transient(error: OperationalError) -> bool:
+    cause = error.__cause__
+    code = getattr(cause, "sqlstate", None) or (getattr(cause, "args", None) or [None])[0]
+    return code in TRANSIENT_CODES
+
 
 PLACEHOLDER_NAME = "Conversation {sid}"
 # A message to forward whose task has not run by then is presumed lost, and due for
@@ -55,11 +66,16 @@ def save_conversation_to_db(
         if created:
             values = {k: v for k, v in fields.items() if v not in (None, "")}
             values.setdefault("friendly_name", PLACEHOLDER_NAME.format(sid=conversation_sid))
-            # DO NOTHING instead of an IntegrityError: a concurrent delivery may insert
+            # An upsert instead of an IntegrityError: a concurrent delivery may insert
             # the same SID between our SELECT and INSERT; both then read the one row.
+            # DO UPDATE (not DO NOTHING / INSERT IGNORE) takes the row's exclusive lock
+            # at once: InnoDB's INSERT IGNORE takes a shared one, and two of those
+            # waiting to upgrade for the SELECT ... FOR UPDATE below deadlock.
+            target = connections[manager.db].features.supports_update_conflicts_with_target
             manager.bulk_create(
                 [Conversation(conversation_sid=conversation_sid, **values)],
-                ignore_conflicts=True,
+                update_conflicts=True, update_fields=["conversation_sid"],
+                unique_fields=["conversation_sid"] if target else None,
             )
             conversation = locked.get(conversation_sid=conversation_sid)
         else:

@@ -147,3 +147,12 @@ def test_json_nested_beyond_reason_is_refused(twilio_client):
     response = twilio_client.webhook(payload(GOOD, Attributes="[" * 5_000 + "]" * 5_000))
     assert response.status_code == 400 and b"Attributes is not valid JSON" in response.content
     assert nothing_written()
+
+
+def test_sid_with_a_trailing_newline_is_refused(twilio_client):
+    """A regex "$" matches before a final newline; a SID must match exactly
+    (found by the fuzz test: the 35-character value broke a varchar(34) on PostgreSQL)."""
+    data = payload(GOOD)
+    response = twilio_client.webhook({**data, "MessageSid": data["MessageSid"] + "\n"})
+    assert response.status_code == 400
+    assert nothing_written()
