@@ -156,3 +156,12 @@ def test_sid_with_a_trailing_newline_is_refused(twilio_client):
     response = twilio_client.webhook({**data, "MessageSid": data["MessageSid"] + "\n"})
     assert response.status_code == 400
     assert nothing_written()
+
+
+@pytest.mark.parametrize("value", ["NaN", '{"a": Infinity}', "[-Infinity]", '{"big": 1e400}'])
+def test_json_that_only_python_accepts_is_refused(twilio_client, value):
+    """Python's json reads NaN and Infinity; JSON and the databases do not (found by
+    the fuzz test on SQLite)."""
+    response = twilio_client.webhook(payload(GOOD, Attributes=value))
+    assert response.status_code == 400
+    assert nothing_written()
