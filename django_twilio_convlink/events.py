@@ -88,6 +88,23 @@ def _sid(data: Mapping[str, str], name: str, pattern: re.Pattern, *, required: b
     return value
 
 
+# MySQL's JSON type refuses documents deeper than 100; Twilio's attributes are shallow.
+MAX_JSON_DEPTH = 32
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level <= MAX_JSON_DEPTH:
+                children = item.values() if isinstance(item, dict) else item
+                stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
 def _not_json(literal: str) -> Any:
     # Python's json reads NaN and Infinity, which JSON does not have: databases refuse
     # them (SQLite's JSON_VALID check, found by the fuzz test).
@@ -114,6 +131,8 @@ def _json(data: Mapping[str, str], name: str, default: Any) -> Any:
         raise InvalidPayload(f"{name} is not valid JSON.") from None
     if has_nul:
         raise InvalidPayload(f"{name} contains a NUL character.")
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise InvalidPayload(f"{name} nests deeper than {MAX_JSON_DEPTH} levels.")
     # JSON null stands for "none": the columns are NOT NULL.
     return default if value is None else value
 
