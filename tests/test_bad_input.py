@@ -171,6 +171,13 @@ def test_json_that_only_python_accepts_is_refused(twilio_client, value):
 
 
 def test_json_deeper_than_any_database_takes_is_refused(twilio_client):
-    response = twilio_client.webhook(payload(GOOD, Attributes="[" * 33 + "]" * 33))
-    assert response.status_code == 400 and b"nests deeper than 32" in response.content
-    assert twilio_client.webhook(payload(GOOD, Attributes="[" * 32 + "]" * 32)).status_code == 200
+    response = twilio_client.webhook(payload(GOOD, Attributes="[" * 21 + "]" * 21))
+    assert response.status_code == 400 and b"nests deeper than 20" in response.content
+    assert twilio_client.webhook(payload(GOOD, Attributes="[" * 20 + "]" * 20)).status_code == 200
+
+
+@pytest.mark.parametrize("value", ['"\\ud800"', '{"a": "\\udfff"}'])
+def test_json_with_unpaired_surrogates_is_refused(twilio_client, value):
+    response = twilio_client.webhook(payload(GOOD, Attributes=value))
+    assert response.status_code == 400 and b"unpaired surrogate" in response.content
+    assert nothing_written()

@@ -45,7 +45,7 @@ from django.conf import settings as django_settings
 from django.db import DatabaseError, connection
 from django.http import QueryDict
 from django.test import Client
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.extra.django import TestCase
 from twilio.request_validator import RequestValidator
@@ -300,6 +300,42 @@ def one_field_changed(draw: st.DrawFn) -> tuple[str, list[tuple[str, str]]]:
     return name, mutate(draw, list(EVENTS[name].items()), "set")
 
 
+
+def changed(name: str, **fields: str) -> tuple[str, list[tuple[str, str]]]:
+    """An event of payloads.json with ``fields`` set: for @example."""
+    return name, list({**EVENTS[name], **fields}.items())
+
+
+MESSAGE, CONVERSATION = "onMessageAdded_sms_from_customer", "onConversationAdded_sms_autocreated"
+# Deliveries this test found answered with a 500 or stored wrongly on one of the
+# databases, tried first on every run. Found on: S SQLite, P PostgreSQL, M MariaDB.
+FOUND = [
+    changed(MESSAGE, DateCreated="0001-01-01T00:00:00+01:00"),  # S M: OverflowError; P: unreadable row
+    changed(MESSAGE, DateCreated="9999-12-31T23:59:59-01:00"),  # S M: OverflowError; P: unreadable row
+    changed(CONVERSATION, DateCreated="0001-01-01T00:00:00+01:00"),  # P: DataError
+    changed(MESSAGE, DateCreated="2026-11-20T13:42:17-19:50"),  # P: time zone displacement out of range
+    changed(MESSAGE, Attributes="null"),  # S P M: NOT NULL
+    changed(MESSAGE, Attributes="NaN"),  # S P M: not JSON to the database
+    changed(MESSAGE, Media="[Infinity]"),
+    changed(CONVERSATION, Attributes="1e400"),
+    changed(MESSAGE, Attributes='"\\ud800"'),  # P M: unpaired surrogate
+    changed(CONVERSATION, Attributes='{"a": "\\udfff"}'),
+    changed(MESSAGE, Attributes="[" * 32 + "]" * 32),  # M: JSON_VALID refuses 32 levels
+    changed(CONVERSATION, Attributes="[" * 32 + "]" * 32),
+    changed(MESSAGE, Attributes="[" * 5000 + "]" * 5000),  # S P M: RecursionError
+    changed(MESSAGE, Media="[" * 920 + "]" * 920),  # S: RecursionError in the ORM's json.dumps
+    changed(MESSAGE, ConversationSid="CH" + "1" * 32 + "\n"),  # P: too long; M: DoesNotExist
+    changed(MESSAGE, MessageSid="IM" + "2" * 32 + "\n"),  # P: too long; M: stored truncated
+    changed(MESSAGE, ParticipantSid="MB" + "4" * 32 + "\n"),
+    changed(CONVERSATION, ChatServiceSid="IS" + "8" * 32 + "\n"),
+]
+
+
+def found_examples(test):
+    for delivery in reversed(FOUND):
+        test = example(delivery)(test)
+    return test
+
 # -- checks ----------------------------------------------------------------------------
 
 def snapshot() -> tuple[list[dict], list[dict]]:
@@ -368,7 +404,11 @@ def assert_stored_as_sent(event: MessageEvent | ConversationEvent) -> None:
         stored = {name: getattr(conversation, name) for name in sent}
         sent["conversation_sid"], stored["conversation_sid"] = (event.conversation_sid,
                                                                 conversation.conversation_sid)
-    assert _comparable(stored) == _comparable(sent)
+    try:
+        stored, sent = _comparable(stored), _comparable(sent)
+    except RecursionError:
+        raise AssertionError("200 for JSON nested too deeply to compare (the app should refuse it)") from None
+    assert stored == sent
 
 
 def describe_failure(response, delivered_before: int) -> str:
@@ -434,6 +474,7 @@ class WebhookFuzzTest(TestCase):
             assert_stored_as_sent(event)
 
     @FUZZ_SETTINGS(max_examples=ONE_FIELD_EXAMPLES)
+    @found_examples
     @given(one_field_changed())
     def test_one_odd_field(self, delivery):
         api.LocmemBackend.reset()
