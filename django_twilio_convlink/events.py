@@ -124,19 +124,20 @@ def _json(data: Mapping[str, str], name: str, default: Any) -> Any:
         return default
     try:
         value = json.loads(raw, parse_constant=_not_json, parse_float=_finite)
-        # PostgreSQL's jsonb refuses the NUL character; refuse it here with a 400
-        # rather than let the INSERT fail with a 500 that Twilio would retry forever.
-        has_nul = "\\u0000" in json.dumps(value)
     except (ValueError, RecursionError):  # RecursionError: nesting thousands deep
         raise InvalidPayload(f"{name} is not valid JSON.") from None
-    if has_nul:
-        raise InvalidPayload(f"{name} contains a NUL character.")
+    # Depth first: it bounds the recursion of the dump below.
     if _depth(value) > MAX_JSON_DEPTH:
         raise InvalidPayload(f"{name} nests deeper than {MAX_JSON_DEPTH} levels.")
+    # One dump serves both database checks: PostgreSQL's jsonb refuses the NUL
+    # character (a 400 here, not a 500 that Twilio would retry forever), and "\ud800"
+    # is valid JSON text but an unpaired surrogate, not Unicode, which PostgreSQL's
+    # jsonb and MariaDB's JSON_VALID refuse (found by the fuzz test).
+    dumped = json.dumps(value, ensure_ascii=False)
+    if "\\u0000" in dumped:
+        raise InvalidPayload(f"{name} contains a NUL character.")
     try:
-        # "\ud800" is valid JSON text but an unpaired surrogate, not Unicode:
-        # PostgreSQL's jsonb and MariaDB's JSON_VALID refuse it (found by the fuzz test).
-        json.dumps(value, ensure_ascii=False).encode()
+        dumped.encode()
     except UnicodeEncodeError:
         raise InvalidPayload(f"{name} contains an unpaired surrogate.") from None
     # JSON null stands for "none": the columns are NOT NULL.
