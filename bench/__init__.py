@@ -1,0 +1,1 @@
+"""Benchmarks of django-twilio-convlink against bare baselines (see bench/README.rst)."""

@@ -1,0 +1,9 @@
+from django.urls import include, path
+
+from bench.baseline.views import baseline_webhook
+
+urlpatterns = [
+    path("twilio/", include("django_twilio_convlink.urls")),
+    # The cheapest possible webhook: signature check and one INSERT (the throughput baseline).
+    path("baseline/webhook/", baseline_webhook),
+]
