@@ -1,6 +1,131 @@
-"""Placeholder, replaced below."""
-from bench.common import Row
+"""Statements per webhook, per scenario, and what a webhook costs in process.
+
+Each scenario is one signed POST through Django's test client (middleware, signature,
+parsing, delivery log, event transaction), counted with
+``django_twilio_convlink.testing.CaptureStatements``: every statement the database
+sees, BEGIN/COMMIT and savepoints included. No test transaction is open around the
+requests, as in production.
+
+The ceilings (first customer message 10, any later message 6, a redelivery 4) are
+exact: ``python -m bench --quick`` fails when one breaks. They are counted with the
+group chat task enqueued on a queue outside the database (TASK_BACKEND "dummy"):
+the queue is the site's choice, and a queue table in the same database
+(django-tasks-db) adds one INSERT after the commit, shown in its own row.
+
+The in-process time of a later message is compared with the baseline view (signature
+check and one INSERT, bench/baseline) through the same test client, median of rounds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from django.db import connection
+from django.test import Client, override_settings
+
+from bench.common import Row, median_seconds
+from django_twilio_convlink.conf import convlink_settings
+from django_twilio_convlink.testing import CaptureStatements, post_signed
+from tests.factories import GuestFactory, ReservationFactory, sid
+
+PAYLOADS = json.loads((Path(__file__).resolve().parent.parent / "tests" / "payloads.json").read_text())
+WEBHOOK = "/twilio/webhook/"
+BASELINE = "/baseline/webhook/"
+SECTION = "statements per webhook"
+
+
+def payload(name: str, **overrides: str) -> dict[str, str]:
+    data = dict(PAYLOADS[name])
+    if "MessageSid" in data:
+        data["MessageSid"] = sid("IM")
+    return {**data, **overrides}
+
+
+def customer_message(conversation_sid: str, author: str, index: int) -> dict[str, str]:
+    return payload("onMessageAdded_sms_from_customer", ConversationSid=conversation_sid,
+                   Author=author, Index=str(index))
+
+
+def task_backend(name: str) -> override_settings:
+    from django.conf import settings
+
+    return override_settings(TWILIO_CONVLINK={**settings.TWILIO_CONVLINK, "TASK_BACKEND": name})
+
+
+def count(client: Client, data: dict[str, str]) -> tuple[int, list[str]]:
+    with CaptureStatements(connection) as captured:
+        response = post_signed(client, WEBHOOK, data)
+    if response.status_code != 200:
+        raise RuntimeError(f"{data['EventType']} answered {response.status_code}: {response.content!r}")
+    return len(captured), captured.sql
 
 
 def run(quick: bool) -> list[Row]:
-    return [Row("queries per webhook", "smoke", 1, "statements")]
+    client = Client()
+    manager = convlink_settings.MANAGER_PHONE
+    assistant = convlink_settings.ASSISTANT_IDENTITY
+    customer, other, stranger = "+14155550142", "+14155550143", "+14155550199"
+    for phone in (customer, other):
+        ReservationFactory(guest=GuestFactory(mobile=phone))
+
+    rows: list[Row] = []
+
+    def scenario(case: str, data: dict[str, str], ceiling: int | None = None) -> list[str]:
+        statements, sql = count(client, data)
+        rows.append(Row(SECTION, case, statements, "statements",
+                        goal=f"<= {ceiling}" if ceiling else "",
+                        ok=None if ceiling is None else statements <= ceiling,
+                        ceiling=ceiling is not None))
+        return sql
+
+    conversation = sid("CH")
+    with task_backend("dummy"):
+        first = scenario("customer's first message, booking found",
+                         customer_message(conversation, customer, 0), 10)
+        later = customer_message(conversation, customer, 1)
+        scenario("customer's next message", later, 6)
+        scenario("manager reply", customer_message(conversation, manager, 2), 6)
+        scenario("assistant message", customer_message(conversation, assistant, 3), 6)
+        scenario("redelivery", {**later, "RetryCount": "1"}, 4)
+        scenario("onConversationAdded, new conversation (booking found)",
+                 payload("onConversationAdded_sms_autocreated", ConversationSid=sid("CH"),
+                         **{"MessagingBinding.Address": other}))
+        # No booking: the lookup runs again after the commit (a booking committed
+        # meanwhile would otherwise be missed by both sides).
+        scenario("customer's first message, no booking", customer_message(sid("CH"), stranger, 0))
+        scenario("ignored event (onDeliveryUpdated)", payload("onDeliveryUpdated"))
+    with task_backend("database"):
+        scenario("customer's next message, queue in the database (django-tasks-db)",
+                 customer_message(conversation, customer, 4))
+
+    rows.append(in_process_time(client, conversation, customer, rounds=3 if quick else 7,
+                                requests=50 if quick else 200))
+    # The sequence of the first message, for the README and for whoever breaks a ceiling.
+    print("\n".join(["first customer message, statement by statement:", *(f"  {s[:110]}" for s in first)]))
+    return rows
+
+
+def in_process_time(client: Client, conversation: str, customer: str, *, rounds: int, requests: int) -> Row:
+    index = iter(range(100, 10**9))
+
+    def library() -> None:
+        for _ in range(requests):
+            post_signed(client, WEBHOOK, customer_message(conversation, customer, next(index)))
+
+    def baseline() -> None:
+        for _ in range(requests):
+            post_signed(client, BASELINE, {"MessageSid": sid("IM"), "Body": "hello"})
+
+    with task_backend("dummy"):
+        library(), baseline()  # warm up
+        # Alternate so that a noisy neighbour hurts both sides alike.
+        lib_times, base_times = [], []
+        for _ in range(rounds):
+            lib_times.append(median_seconds(library, repeat=1))
+            base_times.append(median_seconds(baseline, repeat=1))
+    lib_times.sort(), base_times.sort()
+    per_request = 1000 / requests
+    return Row("time per webhook, in process (test client)", "customer's next message vs baseline view",
+               lib_times[len(lib_times) // 2] * per_request, "ms",
+               baseline=base_times[len(base_times) // 2] * per_request)

@@ -5,9 +5,11 @@ Order of work for one delivery (the view's, a replay's):
 
 1. ``record_delivery``: one INSERT, committed on its own (the view is
    ``non_atomic_requests``), so the delivery exists whatever happens next;
-2. ``process_delivery``: the event's own atomic block (``handlers.handle_event``);
-3. one UPDATE: processed (and earlier failed copies of the same delivery with it), or
-   failed with the error and traceback, and the view answers 500 so Twilio retries.
+2. ``process_delivery``: the event's own atomic block (``handlers.handle_event``),
+   whose last statement is one UPDATE marking the delivery processed (and earlier
+   failed copies of the same delivery with it): the mark commits with the event;
+3. on failure, one UPDATE: failed with the error and traceback, and the view answers
+   500 so Twilio retries.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 
 from django.core.cache import cache
 from django.db import DatabaseError, connection
@@ -87,10 +90,13 @@ def _same_delivery(delivery: WebhookDelivery) -> Q:
 def process_delivery(delivery: WebhookDelivery, event: Event) -> None:
     """Apply the event; mark the delivery processed, or failed and re-raise."""
     try:
-        handle_event(event)
+        handle_event(event, then=partial(_mark_processed, delivery))
     except Exception as exc:
         mark_failed(delivery, exc)
         raise
+
+
+def _mark_processed(delivery: WebhookDelivery) -> None:
     WebhookDelivery.objects.filter(_same_delivery(delivery)).update(
         status=DeliveryStatus.PROCESSED, processed_at=timezone.now())
 

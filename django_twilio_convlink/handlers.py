@@ -1,44 +1,76 @@
 """One function per event type, run in one transaction: what a webhook does to the
-database. Plain functions over models, callable without HTTP (replays, tests)."""
+database. Plain functions over models, callable without HTTP (replays, tests).
+
+Statements are what a webhook costs (bench/README.rst has the figures): a message
+event reads its conversation first, outside any transaction, so that a redelivery
+costs one SELECT and a later message a transaction of one INSERT.
+"""
 
 from __future__ import annotations
 
 import logging
 import random
 import time
+from collections.abc import Callable
 
-from django.db import OperationalError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 
 from .events import ConversationEvent, Event, MessageEvent, OtherEvent
 from .group_chat import wants_forward
 from .linking import link_on_first_phone
-from .persistence import conversation_fields, is_transient, save_conversation_to_db, save_message_to_db
+from .persistence import (
+    conversation_fields,
+    find_conversation,
+    is_transient,
+    save_conversation_to_db,
+    save_message_to_db,
+)
 from .phones import customer_phone_from_addresses, customer_phone_from_author
 
 logger = logging.getLogger(__name__)
-# How often a deadlock victim runs again.
+# How many times an event runs when it loses a race (a deadlock, a duplicate INSERT).
 ATTEMPTS = 3
 
 
-def handle_message_event(event: MessageEvent) -> None:
-    conversation, _ = save_conversation_to_db(event.conversation_sid)
-    forward = wants_forward(conversation, event.author)
-    message, created = save_message_to_db(conversation, event, forward=forward)
-    if not created:
+def handle_message_event(event: MessageEvent, then: Callable[[], None] | None = None) -> None:
+    """Store the message of ``event``; ``then`` runs in the same transaction when there
+    is one, or alone when there is nothing to write (a redelivery)."""
+    conversation, stored = find_conversation(event.conversation_sid, event.message_sid)
+    if stored and event.event_type == "onMessageAdded":
+        # A redelivery (or a duplicate that lost the race): the stored row is the
+        # message, nothing to write.
+        if then is not None:
+            then()
         return
-    if forward:
-        from .tasks import enqueue_forward  # the tasks framework loads on first use
+    with transaction.atomic():
+        if conversation is None:
+            conversation, _ = save_conversation_to_db(event.conversation_sid, absent=True)
+        forward = wants_forward(conversation, event.author)
+        message, created = save_message_to_db(conversation, event, forward=forward, stored=stored)
+        if created:
+            if forward:
+                from .tasks import enqueue_forward  # the tasks framework loads on first use
 
-        enqueue_forward(message.pk)
-    # Only a customer's message can teach the app the customer's phone; a system
-    # author (Twilio number, manager, assistant) must not cost a booking query.
-    if conversation.booking_lookup_at is None:
-        phone = customer_phone_from_author(event.author)
-        if phone is not None:
-            link_on_first_phone(conversation, phone)
+                enqueue_forward(message.pk)
+            # Only a customer's message can teach the app the customer's phone; a
+            # system author (Twilio number, manager, assistant) must not cost a
+            # booking query.
+            if conversation.booking_lookup_at is None:
+                phone = customer_phone_from_author(event.author)
+                if phone is not None:
+                    link_on_first_phone(conversation, phone)
+        if then is not None:
+            then()
 
 
-def handle_conversation_event(event: ConversationEvent) -> None:
+def handle_conversation_event(event: ConversationEvent, then: Callable[[], None] | None = None) -> None:
+    with transaction.atomic():
+        _store_conversation_event(event)
+        if then is not None:
+            then()
+
+
+def _store_conversation_event(event: ConversationEvent) -> None:
     conversation, _ = save_conversation_to_db(
         event.conversation_sid,
         overwrite=event.event_type != "onConversationAdded",
@@ -50,27 +82,33 @@ def handle_conversation_event(event: ConversationEvent) -> None:
             link_on_first_phone(conversation, phone)
 
 
-def handle_event(event: Event) -> None:
-    """Apply ``event`` atomically: on any error nothing of it is written.
+def handle_event(event: Event, then: Callable[[], None] | None = None) -> None:
+    """Apply ``event`` atomically: on any error nothing of it is written. ``then`` (the
+    delivery log's "processed") runs inside the same transaction, so it commits with
+    the event's rows or not at all.
 
     When the database picks this transaction as a deadlock victim, it is run again
-    (up to three times). InnoDB does this to concurrent INSERT IGNOREs of one new
-    conversation SID: each holds a shared lock on the duplicate key and waits for the
-    other's exclusive one. Inside a caller's transaction there is nothing to retry:
+    (up to three times). InnoDB does this to concurrent upserts of one new
+    conversation SID under load. A message INSERT refused as a duplicate is run again
+    too: a concurrent delivery of the same message committed first, and the next
+    attempt finds its row. Inside a caller's transaction there is nothing to retry:
     the victim's whole transaction is gone, so the error goes up.
     """
     if isinstance(event, OtherEvent):
         logger.debug("Acknowledged %s without storing it", event.event_type)
+        if then is not None:
+            then()
         return
     handler = handle_message_event if isinstance(event, MessageEvent) else handle_conversation_event
     retry = not transaction.get_connection().in_atomic_block
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            with transaction.atomic():
-                handler(event)
+            handler(event, then)
             return
-        except OperationalError as error:
-            if not (retry and attempt < ATTEMPTS and is_transient(error)):
+        except (OperationalError, IntegrityError) as error:
+            transient = isinstance(error, IntegrityError) or is_transient(error)
+            if not (retry and attempt < ATTEMPTS and transient):
                 raise
             logger.info("Retrying %s after %s (attempt %d)", event.event_type, error, attempt)
-            time.sleep(random.uniform(0.01, 0.05) * attempt)
+            if isinstance(error, OperationalError):
+                time.sleep(random.uniform(0.01, 0.05) * attempt)

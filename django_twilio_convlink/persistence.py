@@ -1,13 +1,18 @@
 """Conversations and messages into the database: once each, whatever the retries.
 
-Twilio redelivers, delivers concurrently and out of order. Two rules keep the rows
-single and complete:
+Twilio redelivers, delivers concurrently and out of order. Three rules keep the rows
+single and complete, in as few statements as a webhook can take:
 
+* before any transaction, one unlocked SELECT (``find_conversation``) reads the
+  conversation and whether the message SID is already stored: a redelivery ends
+  there, without opening a transaction;
 * a conversation row is created with an upsert (INSERT ... ON CONFLICT DO UPDATE; ON
-  DUPLICATE KEY UPDATE on MariaDB) and then read back ``FOR UPDATE``; every write about
-  one conversation holds that row lock, so its messages are processed one at a time;
-* under the lock, a message SID is looked up before it is inserted, so a redelivery
-  or a concurrent duplicate finds the first row instead of failing or doubling.
+  DUPLICATE KEY UPDATE on MariaDB) and read back ``FOR UPDATE``, so two first
+  messages racing each other share one row;
+* a message is INSERTed straight away when that SELECT did not find it; the unique
+  message SID refuses a concurrent duplicate (IntegrityError) and
+  ``handlers.handle_event`` runs the event again, which then finds the stored row.
+  The updates of a stored message lock that message's row.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import datetime
 from typing import Any
 
 from django.db import OperationalError, connections, transaction
+from django.db.models import Exists
 from django.utils import timezone
 
 from . import get_conversation_model, get_message_model
@@ -45,8 +51,28 @@ def pending_forward_fields() -> dict[str, Any]:
     return {"forward_state": ForwardState.PENDING, "forward_retry_at": timezone.now() + PENDING_GRACE}
 
 
+def find_conversation(conversation_sid: str, message_sid: str
+                      ) -> tuple[AbstractTwilioConversation | None, bool]:
+    """The stored conversation ``conversation_sid`` (or None) and whether message
+    ``message_sid`` is stored: one SELECT, no lock. Returns (conversation, stored).
+
+    A message's row refers to its conversation, so no conversation means no message.
+    """
+    Message = get_message_model()
+    conversation = (
+        get_conversation_model()._default_manager
+        .filter(conversation_sid=conversation_sid)
+        .annotate(_convlink_message_stored=Exists(
+            Message._default_manager.filter(message_sid=message_sid)))
+        .first()
+    )
+    if conversation is None:
+        return None, False
+    return conversation, conversation._convlink_message_stored
+
+
 def save_conversation_to_db(
-    conversation_sid: str, *, overwrite: bool = False, **fields: Any
+    conversation_sid: str, *, overwrite: bool = False, absent: bool = False, **fields: Any
 ) -> tuple[AbstractTwilioConversation, bool]:
     """Fetch or create the conversation ``conversation_sid``, locked for this transaction.
 
@@ -54,14 +80,15 @@ def save_conversation_to_db(
     defaults to "Conversation {sid}"). On an existing row they fill what is still blank
     or a placeholder, so a late onConversationAdded never undoes what a newer event
     set; with ``overwrite`` (onConversationUpdated, onConversationStateUpdated: events
-    that report a change) every non-empty field replaces the stored one. Returns
-    (conversation, created).
+    that report a change) every non-empty field replaces the stored one. ``absent``:
+    the caller has just seen no such row (``find_conversation``), so the first SELECT
+    is skipped and the upsert runs at once. Returns (conversation, created).
     """
     Conversation = get_conversation_model()
     manager = Conversation._default_manager
     with transaction.atomic(savepoint=False):
         locked = manager.select_for_update()
-        conversation = locked.filter(conversation_sid=conversation_sid).first()
+        conversation = None if absent else locked.filter(conversation_sid=conversation_sid).first()
         created = conversation is None
         if created:
             values = {k: v for k, v in fields.items() if v not in (None, "")}
@@ -103,20 +130,29 @@ def direction_of(author: str | None) -> str:
 
 
 def save_message_to_db(
-    conversation: AbstractTwilioConversation, event: MessageEvent, *, forward: bool = False
+    conversation: AbstractTwilioConversation, event: MessageEvent, *, forward: bool = False,
+    stored: bool | None = None,
 ) -> tuple[AbstractTwilioMessage, bool]:
-    """Store the message of ``event`` in ``conversation`` (which the caller holds locked,
-    see save_conversation_to_db) or update the stored one. Returns (message, created).
+    """Store the message of ``event`` in ``conversation`` or update the stored one.
+    Returns (message, created).
 
     onMessageAdded for a stored SID is a redelivery and changes nothing. Updated and
     Removed events change body, attributes, media and dates, and create the row when
     they overtake its onMessageAdded: nothing the customer sent is dropped. A new
     message created with ``forward`` is marked pending for the group chat.
+
+    ``stored`` is what the caller read just before (``find_conversation``): False
+    inserts at once (a concurrent duplicate then raises IntegrityError, and the caller
+    runs the event again), True goes straight to the stored row, None looks first.
     """
     Message = get_message_model()
-    message = Message._default_manager.filter(message_sid=event.message_sid).first()
+    manager = Message._default_manager
+    message = None
+    if stored is not False:
+        # Locked: two updates of one message must not interleave their stale checks.
+        message = manager.select_for_update().filter(message_sid=event.message_sid).first()
     if message is None:
-        message = Message._default_manager.create(
+        message = manager.create(
             message_sid=event.message_sid,
             conversation=conversation,
             author=event.author,

@@ -1,4 +1,5 @@
-"""Test helpers for sites: a signing client and the webhook security matrix.
+"""Test helpers for sites: a signing client, the webhook security matrix, and a
+statement counter for pinning what a webhook costs.
 
     from django_twilio_convlink.testing import WebhookSecurityTestCase
 
@@ -21,12 +22,32 @@ from urllib.parse import urlencode
 from django.db import connection
 from django.http import HttpResponse
 from django.test import Client, TestCase, override_settings
+from django.test.utils import CaptureQueriesContext
 from twilio.request_validator import RequestValidator
 
 from .conf import SETTINGS_NAME, convlink_settings
 from .models import WebhookDelivery
 
 SHARED_KEY_HEADER = "X-Twilio-Webhooks-Signature-Settings"
+
+
+class CaptureStatements(CaptureQueriesContext):
+    """Every statement the database sees inside the block::
+
+        with CaptureStatements(connection) as statements:
+            client.post(...)
+        assert len(statements) <= 6, statements.sql
+
+    Transaction control is in it on every backend: Django logs BEGIN, COMMIT and
+    ROLLBACK (``debug_transaction``) even where the driver sends them itself, and
+    savepoints go through a cursor. (MySQL's client library spells BEGIN as ``SET
+    autocommit=0`` and sends ``SET autocommit=1`` after the commit: one statement more
+    per transaction than the log shows.)
+    """
+
+    @property
+    def sql(self) -> list[str]:
+        return [query["sql"] for query in self.captured_queries]
 
 
 def sample_delivery(**overrides: str) -> dict[str, str]:

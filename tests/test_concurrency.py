@@ -53,6 +53,22 @@ def test_same_first_message_from_eight_threads(api_outbox):
     assert ChatConversation.objects.filter(is_group_chat=True).count() == 1
 
 
+def test_same_later_message_from_eight_threads():
+    # The conversation exists, so no row lock orders the threads: the unique message
+    # SID refuses all but one INSERT, and each refused event runs again, finds the
+    # stored message and answers 200 as a redelivery.
+    TwilioClient().webhook(payload("onMessageAdded_sms_from_customer"))
+    data = payload("onMessageAdded_sms_from_customer", Index="1", Body="second")
+    statuses = deliver_at_once([{**data, "RetryCount": str(i)} for i in range(THREADS)])
+    assert statuses == [200] * THREADS
+    assert ChatMessage.objects.filter(message_sid=data["MessageSid"]).count() == 1
+    customer = ChatConversation.objects.get(conversation_sid=data["ConversationSid"])
+    assert customer.messages.count() == 2
+    from django_twilio_convlink.models import WebhookDelivery
+
+    assert set(WebhookDelivery.objects.values_list("status", flat=True)) == {"processed"}
+
+
 def test_conversation_and_message_events_racing():
     booking = ReservationFactory(guest=GuestFactory(mobile="(415) 555-0142"))
     conversation = payload("onConversationAdded_sms_autocreated")
