@@ -85,7 +85,11 @@ def _sid(data: Mapping[str, str], name: str, pattern: re.Pattern, *, required: b
         return ""
     if not pattern.fullmatch(value):  # fullmatch: "$" would let a trailing newline through
         raise InvalidPayload(f"{name} {value[:40]!r} is not a Twilio SID ({pattern.pattern[1:3]}...).")
-    return value
+    # Twilio's API description lets the 32 hex digits be either case, and MariaDB's
+    # default collation compares them case-blind while PostgreSQL and SQLite do not:
+    # one spelling (Twilio's own, lowercase) makes "the same SID" mean the same
+    # everywhere.
+    return value[:2] + value[2:].lower()
 
 
 # MariaDB refuses JSON nested 32 levels deep (MySQL: 100); Twilio attributes are shallow.

@@ -42,7 +42,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings as django_settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError
 from django.http import QueryDict
 from django.test import Client
 from hypothesis import HealthCheck, example, given, note, settings
@@ -376,12 +376,7 @@ def _json_numbers(value: Any) -> Any:
 
 
 def _comparable(values: dict[str, Any]) -> dict[str, Any]:
-    values = {k: _json_numbers(v) if k in ("attributes", "media") else v for k, v in values.items()}
-    # MariaDB compares (and so looks up) SIDs case-insensitively: "CHAB..." finds the
-    # stored "CHab...". Twilio's SIDs are lowercase hex; only the case may differ.
-    if connection.vendor == "mysql":
-        values = {k: v.lower() if k.endswith("_sid") and isinstance(v, str) else v for k, v in values.items()}
-    return values
+    return {k: _json_numbers(v) if k in ("attributes", "media") else v for k, v in values.items()}
 
 
 def assert_stored_as_sent(event: MessageEvent | ConversationEvent) -> None:

@@ -60,6 +60,19 @@ def test_redelivery_leaves_one_row_and_answers_200(twilio_client):
     assert ChatConversation.objects.count() == 1
 
 
+def test_sid_hex_case_does_not_make_another_message(twilio_client):
+    # The same 128-bit SID in upper- and lowercase hex is one message on every database
+    # (MariaDB's collation would compare them equal, PostgreSQL's would not).
+    data = payload("onMessageAdded_sms_from_customer")
+    upper = {**data, "MessageSid": "IM" + data["MessageSid"][2:].upper(),
+             "ConversationSid": "CH" + data["ConversationSid"][2:].upper()}
+    assert twilio_client.webhook(upper).status_code == 200
+    assert twilio_client.webhook(data).status_code == 200
+    message = ChatMessage.objects.get()
+    assert (message.message_sid, message.conversation.conversation_sid) == (
+        data["MessageSid"], data["ConversationSid"])
+
+
 def test_many_messages_one_conversation(twilio_client):
     for index in range(3):
         twilio_client.webhook(payload("onMessageAdded_sms_from_customer", Index=str(index)))
