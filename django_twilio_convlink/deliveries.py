@@ -76,8 +76,12 @@ def record_delivery(request: HttpRequest, *, status: str = DeliveryStatus.RECEIV
 
 
 def _same_delivery(delivery: WebhookDelivery) -> Q:
-    """Earlier failed copies of this delivery: Twilio's retries carry the same
-    idempotency token; without one, the same event about the same message."""
+    """This delivery and its earlier failed copies: Twilio's retries carry the same
+    idempotency token; without one, the same event about the same message. Twilio's
+    first attempt (RetryCount 0) received once has no earlier copy: the plain primary
+    key keeps the commonest UPDATE the cheapest."""
+    if delivery.retry_count == 0 and delivery.attempts <= 1:
+        return Q(pk=delivery.pk)
     if delivery.idempotency_token:
         same = Q(idempotency_token=delivery.idempotency_token)
     elif delivery.message_sid:
@@ -160,6 +164,7 @@ def replay(deliveries: Iterable[WebhookDelivery], *, dry_run: bool = False) -> R
             report.processed.append(delivery.pk)
             continue
         WebhookDelivery.objects.filter(pk=delivery.pk).update(attempts=F("attempts") + 1)
+        delivery.attempts += 1  # a replay may settle later failed copies too (_same_delivery)
         try:
             process_delivery(delivery, event)
         except Exception as exc:

