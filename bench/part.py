@@ -1,6 +1,7 @@
 """Run one benchmark part on one database, in this process, and write its rows as JSON.
 
-    python -m bench.part queries --database-url postgres://postgres@127.0.0.1:5432/convlink_bench --out rows.json
+    python -m bench.part queries --database-url postgres://postgres@127.0.0.1:5432/convlink_bench \
+        --out rows.json
 
 ``bench`` (``python -m bench``) calls this once per part and database: Django's
 settings are process-wide, so each database gets its own process.

@@ -10,11 +10,13 @@ import environ
 from tests.settings import *  # noqa: F403
 from tests.settings import INSTALLED_APPS, LOGGING, TWILIO_CONVLINK
 
-DATABASES = {"default": environ.Env.db_url_config(os.environ.get("BENCH_DATABASE_URL", "sqlite:///bench.sqlite3"))}
+DATABASES = {"default": environ.Env.db_url_config(
+    os.environ.get("BENCH_DATABASE_URL", "sqlite:///bench.sqlite3"))}
 DATABASES["default"]["TEST"] = {}
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # On disk, like a real site (an in-memory database would flatter every write).
-    DATABASES["default"]["TEST"]["NAME"] = os.path.join(tempfile.gettempdir(), f"convlink-bench-{os.getpid()}.sqlite3")
+    DATABASES["default"]["TEST"]["NAME"] = os.path.join(
+        tempfile.gettempdir(), f"convlink-bench-{os.getpid()}.sqlite3")
 if DATABASES["default"]["ENGINE"].endswith("mysql"):
     DATABASES["default"]["OPTIONS"] = {"charset": "utf8mb4"}
     DATABASES["default"]["TEST"]["CHARSET"] = "utf8mb4"
