@@ -9,8 +9,9 @@ requests, as in production.
 The ceilings (first customer message 10, any later message 6, a redelivery 4) are
 exact: ``python -m bench --quick`` fails when one breaks. They are counted with the
 group chat task enqueued on a queue outside the database (TASK_BACKEND "dummy"):
-the queue is the site's choice, and a queue table in the same database
-(django-tasks-db) adds one INSERT after the commit, shown in its own row.
+the queue is the site's choice. A queue table in the same database (django-tasks-db)
+adds one INSERT, in its own transaction after the commit, or inside the event's
+transaction with ENQUEUE_IN_TRANSACTION: both are shown in their own rows.
 
 The in-process time of a later message is compared with the baseline view (signature
 check and one INSERT, bench/baseline) through the same test client, median of rounds.
@@ -47,10 +48,11 @@ def customer_message(conversation_sid: str, author: str, index: int) -> dict[str
                    Author=author, Index=str(index))
 
 
-def task_backend(name: str) -> override_settings:
+def task_backend(name: str, *, in_transaction: bool = False) -> override_settings:
     from django.conf import settings
 
-    return override_settings(TWILIO_CONVLINK={**settings.TWILIO_CONVLINK, "TASK_BACKEND": name})
+    return override_settings(TWILIO_CONVLINK={**settings.TWILIO_CONVLINK, "TASK_BACKEND": name,
+                                              "ENQUEUE_IN_TRANSACTION": in_transaction})
 
 
 def count(client: Client, data: dict[str, str]) -> tuple[int, list[str]]:
@@ -96,8 +98,11 @@ def run(quick: bool) -> list[Row]:
         scenario("customer's first message, no booking", customer_message(sid("CH"), stranger, 0))
         scenario("ignored event (onDeliveryUpdated)", payload("onDeliveryUpdated"))
     with task_backend("database"):
-        scenario("customer's next message, queue in the database (django-tasks-db)",
+        scenario("customer's next message, django-tasks-db queue, enqueued after the commit",
                  customer_message(conversation, customer, 4))
+    with task_backend("database", in_transaction=True):
+        scenario("customer's next message, django-tasks-db queue, ENQUEUE_IN_TRANSACTION",
+                 customer_message(conversation, customer, 5))
 
     rows.append(in_process_time(client, conversation, customer, rounds=3 if quick else 7,
                                 requests=50 if quick else 200))

@@ -26,7 +26,13 @@ if os.environ.get("BENCH_TEST_DATABASE_NAME"):
 
 INSTALLED_APPS = [*INSTALLED_APPS, "bench.baseline"]
 ROOT_URLCONF = "bench.urls"
-# The group chat work belongs to a worker; the webhook only enqueues it (one INSERT
-# into django-tasks-db's queue table after the commit).
-TWILIO_CONVLINK = {**TWILIO_CONVLINK, "TASK_BACKEND": os.environ.get("BENCH_TASK_BACKEND", "database")}
+# The group chat work belongs to a worker; the webhook only enqueues it: one INSERT
+# into django-tasks-db's queue table, inside the event's transaction as the README
+# recommends for a queue in the same database (BENCH_ENQUEUE_IN_TRANSACTION=0: after
+# the commit, in a transaction of its own).
+TWILIO_CONVLINK = {
+    **TWILIO_CONVLINK,
+    "TASK_BACKEND": os.environ.get("BENCH_TASK_BACKEND", "database"),
+    "ENQUEUE_IN_TRANSACTION": os.environ.get("BENCH_ENQUEUE_IN_TRANSACTION", "1") == "1",
+}
 LOGGING = {**LOGGING, "loggers": {"django_twilio_convlink": {"handlers": ["console"], "level": "ERROR"}}}

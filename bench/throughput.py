@@ -14,8 +14,9 @@ Method:
   of those customers have a booking), and replies that are never forwarded (the
   assistant's, via the API, in the customer's conversation; the manager's, by SMS, in
   the group chat). Each forwarded customer message enqueues one task row
-  (django-tasks-db's "database" backend, bench/settings.py): the group chat work is on
-  a worker, and no worker runs while timing.
+  (django-tasks-db's "database" backend, inside the event's transaction:
+  ENQUEUE_IN_TRANSACTION, bench/settings.py): the group chat work is on a worker, and
+  no worker runs while timing.
 * The baseline gets the same number of requests with the same fields (each with its
   own MessageSid), at the same concurrency.
 * Every request is distinct (a repeated MessageSid would be a redelivery, a cheaper

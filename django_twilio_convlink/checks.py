@@ -158,6 +158,14 @@ def _check_group_chat(errors: list, warnings: list) -> None:
             errors.append(_error(f'{SETTINGS_NAME}["TASK_BACKEND"] = {alias!r} is not in settings.TASKS.',
                                  "Name one of the aliases of settings.TASKS.", 12))
         else:
+            backend_path = tasks.task_backends.settings[alias].get("BACKEND", "")
+            if convlink_settings.get("ENQUEUE_IN_TRANSACTION") and backend_path.endswith("ImmediateBackend"):
+                warnings.append(checks.Warning(
+                    f'ENQUEUE_IN_TRANSACTION with the immediate task backend "{alias}": the group '
+                    "chat's Twilio calls would run inside the webhook's transaction.",
+                    hint="Use it with a backend that stores tasks in this database (django-tasks-db), "
+                         "or set ENQUEUE_IN_TRANSACTION to False.",
+                    id="twilio_convlink.W006"))
             queues = tasks.task_backends.settings[alias].get("QUEUES")
             if queues and queue not in queues:
                 errors.append(_error(

@@ -49,6 +49,9 @@ DEFAULTS: dict[str, Any] = {
     "API_TIMEOUT": 10,
     "TASK_BACKEND": "default",
     "TASK_QUEUE": "default",
+    # Enqueue inside the webhook's transaction (for a task backend that stores tasks in
+    # the same database, such as django-tasks-db) instead of after its commit.
+    "ENQUEUE_IN_TRANSACTION": False,
     "GROUP_CHAT_MAX_ATTEMPTS": 8,
     "GROUP_CHAT_RETRY_DELAY": 60,
     # Webhook security and operation.

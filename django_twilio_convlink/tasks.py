@@ -74,7 +74,15 @@ def enqueue_forward(message_pk: int) -> None:
     If enqueuing fails (a broker down), the message stays ``pending`` and
     ``manage.py retry_group_chats`` picks it up: the customer's message is saved
     either way.
+
+    With ENQUEUE_IN_TRANSACTION (a task backend whose tasks are rows of this
+    database) the task is written inside the current transaction instead: it commits
+    with the message or not at all, and the webhook saves a commit. A failure to
+    enqueue then fails the event, which Twilio redelivers.
     """
+    if convlink_settings.ENQUEUE_IN_TRANSACTION and TASKS_AVAILABLE:
+        _configured_task().enqueue(message_pk)
+        return
     transaction.on_commit(partial(_enqueue_now, message_pk))
 
 

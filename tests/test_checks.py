@@ -46,9 +46,14 @@ def test_the_test_settings_are_clean():
     ({"TASK_BACKEND": "celery"}, "twilio_convlink.E012"),
     ({"API_BACKEND": "django_twilio_convlink.api.SdkBackend", "ACCOUNT_SID": ""}, "twilio_convlink.W004"),
     ({"MANAGER_PHONE": "+447911123456"}, "twilio_convlink.W005"),
+    ({"ENQUEUE_IN_TRANSACTION": True}, "twilio_convlink.W006"),  # the default alias is immediate
 ])
 def test_each_mistake_has_its_id(changes, expected):
     assert expected in ids(**changes)
+
+
+def test_enqueue_in_transaction_is_quiet_with_a_database_queue():
+    assert "twilio_convlink.W006" not in ids(ENQUEUE_IN_TRANSACTION=True, TASK_BACKEND="database")
 
 
 def test_messages_name_the_setting_and_give_a_hint():

@@ -48,6 +48,36 @@ def test_webhook_enqueues_and_the_worker_calls_twilio(on_worker, api_outbox):
     assert not queued().exists()
 
 
+def test_enqueued_in_the_transaction_commits_with_the_message_or_not_at_all(settings, api_outbox):
+    from django.db import DatabaseError, connection
+
+    from django_twilio_convlink.models import WebhookDelivery
+    from django_twilio_convlink.testing import CaptureStatements
+
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "TASK_BACKEND": "database",
+                                "ENQUEUE_IN_TRANSACTION": True}
+    data = payload("onMessageAdded_sms_from_customer")
+    with CaptureStatements(connection) as captured:
+        assert TwilioClient().webhook(data).status_code == 200
+    task_insert = next(i for i, sql in enumerate(captured.sql) if "django_tasks_database_dbtaskresult" in sql)
+    assert task_insert < captured.sql.index("COMMIT")  # inside the event's transaction
+    assert queued().count() == 1
+
+    # The task cannot be written: the message is not either, and Twilio will redeliver.
+    def refuse_tasks(execute, sql, params, many, context):
+        if "dbtaskresult" in sql and sql.lstrip().upper().startswith("INSERT"):
+            raise DatabaseError("simulated: queue table unavailable")
+        return execute(sql, params, many, context)
+
+    second = payload("onMessageAdded_sms_from_customer", Index="1")
+    with connection.execute_wrapper(refuse_tasks):
+        assert TwilioClient().webhook(second).status_code == 500
+    assert not ChatMessage.objects.filter(message_sid=second["MessageSid"]).exists()
+    assert WebhookDelivery.objects.get(message_sid=second["MessageSid"]).status == "failed"
+    run_worker()
+    assert [call.method for call in api_outbox] == ["create_group_chat", "send_message"]
+
+
 def test_transient_failure_is_deferred_on_a_backend_that_can(on_worker, api_outbox):
     data = payload("onMessageAdded_sms_from_customer")
     TwilioClient().webhook(data)
