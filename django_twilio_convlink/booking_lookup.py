@@ -9,6 +9,7 @@ per booking), so a lookup is one indexed query whatever format the site stores.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +98,10 @@ def window_q(fields: BookingFields, today: datetime.date) -> Q:
     })
 
 
+def _integer_keys(fields: BookingFields) -> bool:
+    return isinstance(fields.model._meta.pk, models.IntegerField | models.AutoField)
+
+
 def booking_keys(fields: BookingFields, phone: str) -> models.QuerySet | list[Any]:
     """The primary keys of the bookings indexed under ``phone``.
 
@@ -105,23 +110,23 @@ def booking_keys(fields: BookingFields, phone: str) -> models.QuerySet | list[An
     query, because their text form differs per database.
     """
     keys = BookingPhone.objects.filter(phone=phone)
-    pk_field = fields.model._meta.pk
-    if isinstance(pk_field, models.IntegerField | models.AutoField):
+    if _integer_keys(fields):
         return keys.values(key=Cast("booking_key", output_field=models.BigIntegerField()))
+    pk_field = fields.model._meta.pk
     return [pk_field.to_python(key) for key in keys.values_list("booking_key", flat=True)]
 
 
-def ordered_candidates(
-    fields: BookingFields, phone: str, today: datetime.date | None = None
-) -> models.QuerySet:
-    """Bookings for ``phone`` (E.164), best first, as one lazy queryset.
+def best_first(fields: BookingFields, qs: models.QuerySet, today: datetime.date | None = None
+               ) -> models.QuerySet:
+    """``qs`` (bookings) cut to the lookup window and ordered best first.
 
     With start and end fields: only stays overlapping the window, ordered staying now,
     then the soonest upcoming, then the most recent past. Without dates: newest first.
     Ties (two stays at once, two arrivals on the same day) go to the newest booking
-    (highest pk), the same rule as the no-dates case.
+    (highest pk), the same rule as the no-dates case. The order never depends on the
+    phone, so over the bookings of many phones each phone's best comes first among
+    its own (``best_bookings`` relies on it).
     """
-    qs = fields.model._default_manager.filter(pk__in=booking_keys(fields, phone))
     if not fields.has_dates:
         return qs.order_by("-pk")
     today = today or timezone.localdate()
@@ -142,6 +147,48 @@ def ordered_candidates(
         Case(When(**{f"{end}__lt": today_end}, then=F(end))).desc(nulls_last=True),
         "-pk",
     )
+
+
+def ordered_candidates(
+    fields: BookingFields, phone: str, today: datetime.date | None = None
+) -> models.QuerySet:
+    """Bookings for ``phone`` (E.164), best first (``best_first``), as one lazy queryset."""
+    qs = fields.model._default_manager.filter(pk__in=booking_keys(fields, phone))
+    return best_first(fields, qs, today)
+
+
+def best_bookings(phones: Collection[str], fields: BookingFields | None = None,
+                  today: datetime.date | None = None) -> dict[str, tuple[Any, Any]]:
+    """``find_booking`` for many phones at once: {phone: (booking pk, apartment pk)}
+    for each phone (E.164) of ``phones`` that has a booking; two queries whatever
+    their number.
+
+    One query maps the phones' index rows (booking key -> phone); one reads all their
+    candidates in ``best_first`` order, whose first row per phone is that phone's
+    best. The caller bounds ``phones`` (a batch): both queries take each phone as a
+    parameter, and the candidates of the whole batch are read.
+    """
+    if not phones:
+        return {}
+    fields = fields or booking_fields()
+    index = BookingPhone.objects.filter(phone__in=list(phones))
+    phone_of = dict(index.values_list("booking_key", "phone"))
+    if not phone_of:
+        return {}
+    if _integer_keys(fields):
+        keys: models.QuerySet | list[Any] = index.values(
+            key=Cast("booking_key", output_field=models.BigIntegerField()))
+    else:
+        keys = [fields.model._meta.pk.to_python(key) for key in phone_of]
+    candidates = best_first(fields, fields.model._default_manager.filter(pk__in=keys), today)
+    best: dict[str, tuple[Any, Any]] = {}
+    for pk, apartment_pk in candidates.values_list("pk", fields.apartment_attname):
+        # The key is str(pk), as index_booking_phone writes it. A booking re-indexed
+        # between the two queries may be missing from phone_of: it waits for the next run.
+        phone = phone_of.get(str(pk))
+        if phone is not None and phone not in best:
+            best[phone] = (pk, apartment_pk)
+    return best
 
 
 def find_booking(phone: str, fields: BookingFields | None = None) -> models.Model | None:

@@ -46,9 +46,13 @@ class Command(BaseCommand):
             elif not conversation.customer_phone:
                 self.stdout.write(f"{conversation_sid} has no customer phone yet; nothing to look up.")
 
-        report = update_conversation_links(phone=phone, conversation_sid=conversation_sid, dry_run=dry_run)
+        # The SIDs are collected only when they are printed: a plain run over 100,000
+        # conversations keeps counts, not a list of them.
+        listing = dry_run or verbosity >= 2
+        report = update_conversation_links(phone=phone, conversation_sid=conversation_sid, dry_run=dry_run,
+                                           list_conversations=listing)
         verb = "Would link" if dry_run else "Linked"
-        if dry_run or verbosity >= 2:
+        if listing:
             for link in report.links:
                 for sid in link.conversation_sids:
                     self.stdout.write(f"{verb} {sid} ({link.phone}) -> booking {link.booking_pk}, "
