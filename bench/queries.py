@@ -19,28 +19,17 @@ check and one INSERT, bench/baseline) through the same test client, median of ro
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from django.db import connection
 from django.test import Client, override_settings
 
 from bench.common import Row, median_seconds
 from django_twilio_convlink.conf import convlink_settings
 from django_twilio_convlink.testing import CaptureStatements, post_signed
-from tests.factories import GuestFactory, ReservationFactory, sid
+from tests.factories import GuestFactory, ReservationFactory, payload, sid
 
-PAYLOADS = json.loads((Path(__file__).resolve().parent.parent / "tests" / "payloads.json").read_text())
 WEBHOOK = "/twilio/webhook/"
 BASELINE = "/baseline/webhook/"
 SECTION = "statements per webhook"
-
-
-def payload(name: str, **overrides: str) -> dict[str, str]:
-    data = dict(PAYLOADS[name])
-    if "MessageSid" in data:
-        data["MessageSid"] = sid("IM")
-    return {**data, **overrides}
 
 
 def customer_message(conversation_sid: str, author: str, index: int) -> dict[str, str]:

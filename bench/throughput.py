@@ -46,7 +46,6 @@ PostgreSQL only: on SQLite two worker processes mostly measure SQLite's write lo
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import random
 import socket
@@ -73,7 +72,8 @@ from bench.baseline.models import Ping
 from bench.common import Row, percentile
 from django_twilio_convlink.group_chat import UNIQUE_NAME_PREFIX
 from django_twilio_convlink.models import DeliveryStatus, ForwardState, WebhookDelivery
-from tests.factories import GuestFactory, ReservationFactory, sid
+from tests.factories import PAYLOADS, GuestFactory, ReservationFactory, sid
+from tests.processes import children, cpu_seconds
 from tests.testapp.models import ChatConversation, ChatMessage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,7 +100,6 @@ START_TIMEOUT = 30
 REQUEST_TIMEOUT = 30
 SEED = 20261120
 
-PAYLOADS = json.loads((ROOT / "tests" / "payloads.json").read_text())
 TOKEN = settings.TWILIO_CONVLINK["AUTH_TOKEN"]
 MANAGER_PHONE = "+15612205252"  # TWILIO_CONVLINK["MANAGER_PHONE"] of tests/settings.py in E.164
 
@@ -328,31 +327,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rpartition(")")[2].split()[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User and system CPU time the processes have used so far."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager

@@ -1,5 +1,3 @@
-import json
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -9,20 +7,10 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from twilio.request_validator import RequestValidator
 
-from tests.factories import sid
+from tests.factories import PAYLOADS, payload, sid  # noqa: F401  (tests import them from here)
 
-PAYLOADS = json.loads((Path(__file__).parent / "payloads.json").read_text())
 WEBHOOK_PATH = "/twilio/webhook/"
 CUSTOMER = "+14155550142"
-
-
-def payload(name: str, **overrides: str) -> dict[str, str]:
-    """A realistic Twilio form payload from payloads.json, with fresh SIDs unless given."""
-    data = dict(PAYLOADS[name])
-    if "MessageSid" in data:
-        data["MessageSid"] = sid("IM")
-    data.update(overrides)
-    return data
 
 
 class TwilioClient(Client):

@@ -46,6 +46,7 @@ from django_twilio_convlink.group_chat import UNIQUE_NAME_PREFIX
 from django_twilio_convlink.models import WebhookDelivery
 from tests.conftest import WEBHOOK_PATH, payload
 from tests.factories import GuestFactory, ReservationFactory, sid
+from tests.processes import children, cpu_seconds
 from tests.testapp.models import ChatConversation, ChatMessage
 
 pytestmark = [pytest.mark.concurrency, pytest.mark.django_db(transaction=True)]
@@ -251,31 +252,6 @@ def database_url_of_this_run() -> str:
         auth += ":" + quote(s["PASSWORD"], safe="")
     port = f":{s['PORT']}" if s["PORT"] else ""
     return f"{scheme}://{auth}@{s['HOST']}{port}/{quote(s['NAME'], safe='')}"
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rpartition(")")[2].split()[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User and system CPU time the processes have used so far."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
