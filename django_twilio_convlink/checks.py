@@ -159,12 +159,17 @@ def _check_group_chat(errors: list, warnings: list) -> None:
                                  "Name one of the aliases of settings.TASKS.", 12))
         else:
             backend_path = tasks.task_backends.settings[alias].get("BACKEND", "")
-            if convlink_settings.get("ENQUEUE_IN_TRANSACTION") and backend_path.endswith("ImmediateBackend"):
+            # Only a queue whose tasks are rows of this database commits them with the
+            # message; any other backend would run (or hand out) the task before that.
+            in_database = backend_path.endswith(".DatabaseBackend")
+            if convlink_settings.get("ENQUEUE_IN_TRANSACTION") and not in_database:
                 warnings.append(checks.Warning(
-                    f'ENQUEUE_IN_TRANSACTION with the immediate task backend "{alias}": the group '
-                    "chat's Twilio calls would run inside the webhook's transaction.",
-                    hint="Use it with a backend that stores tasks in this database (django-tasks-db), "
-                         "or set ENQUEUE_IN_TRANSACTION to False.",
+                    f'ENQUEUE_IN_TRANSACTION with the task backend "{alias}" ({backend_path}), '
+                    "which does not store tasks in this database: the task may run before the "
+                    "message is committed (and the immediate backend would make the group chat's "
+                    "Twilio calls inside the webhook's transaction).",
+                    hint="Use it with django-tasks-db (django_tasks_db.DatabaseBackend) on the same "
+                         "database, or set ENQUEUE_IN_TRANSACTION to False.",
                     id="twilio_convlink.W006"))
             queues = tasks.task_backends.settings[alias].get("QUEUES")
             if queues and queue not in queues:

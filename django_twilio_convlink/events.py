@@ -85,10 +85,14 @@ def _sid(data: Mapping[str, str], name: str, pattern: re.Pattern, *, required: b
         return ""
     if not pattern.fullmatch(value):  # fullmatch: "$" would let a trailing newline through
         raise InvalidPayload(f"{name} {value[:40]!r} is not a Twilio SID ({pattern.pattern[1:3]}...).")
-    # Twilio's API description lets the 32 hex digits be either case, and MariaDB's
-    # default collation compares them case-blind while PostgreSQL and SQLite do not:
-    # one spelling (Twilio's own, lowercase) makes "the same SID" mean the same
-    # everywhere.
+    return canonical_sid(value)
+
+
+def canonical_sid(value: str) -> str:
+    """``value`` with its hex digits lowercased. Twilio's API description lets them be
+    either case, and MariaDB's default collation compares them case-blind while
+    PostgreSQL and SQLite do not: one spelling (Twilio's own, lowercase) makes "the
+    same SID" mean the same everywhere."""
     return value[:2] + value[2:].lower()
 
 

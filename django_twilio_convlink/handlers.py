@@ -106,8 +106,10 @@ def handle_event(event: Event, then: Callable[[], None] | None = None) -> None:
             handler(event, then)
             return
         except (OperationalError, IntegrityError) as error:
-            transient = isinstance(error, IntegrityError) or is_transient(error)
-            if not (retry and attempt < ATTEMPTS and transient):
+            # A duplicate settles on the second attempt (it finds the stored row); an
+            # IntegrityError that comes back is something else, a site's own constraint.
+            duplicate = isinstance(error, IntegrityError) and attempt == 1
+            if not (retry and attempt < ATTEMPTS and (duplicate or is_transient(error))):
                 raise
             logger.info("Retrying %s after %s (attempt %d)", event.event_type, error, attempt)
             if isinstance(error, OperationalError):

@@ -55,9 +55,19 @@ def link_on_first_phone(conversation: AbstractTwilioConversation, phone: str) ->
                 link_method=LinkMethod.AUTOMATIC,
                 linked_at=now,
             )
-    claimed = type(conversation)._default_manager.filter(
-        pk=conversation.pk, booking_lookup_at__isnull=True
-    ).update(**updates)
+    unclaimed = type(conversation)._default_manager.filter(pk=conversation.pk, booking_lookup_at__isnull=True)
+    if booking is None:
+        claimed = unclaimed.update(**updates)
+    else:
+        # The conversation was read without a lock: an admin may have linked it by hand
+        # since. The link is written only where there still is none to respect...
+        claimed = (unclaimed.filter(booking__isnull=True).exclude(link_method=LinkMethod.MANUAL)
+                   .update(**updates))
+        if not claimed:
+            # ...and otherwise only the phone is recorded (rare: one more statement).
+            booking = None
+            updates = {"customer_phone": phone, "booking_lookup_at": now}
+            claimed = unclaimed.update(**updates)
     if not claimed:
         return False
     if may_link and booking is None:

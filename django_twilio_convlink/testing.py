@@ -40,9 +40,10 @@ class CaptureStatements(CaptureQueriesContext):
 
     Transaction control is in it on every backend: Django logs BEGIN, COMMIT and
     ROLLBACK (``debug_transaction``) even where the driver sends them itself, and
-    savepoints go through a cursor. (MySQL's client library spells BEGIN as ``SET
-    autocommit=0`` and sends ``SET autocommit=1`` after the commit: one statement more
-    per transaction than the log shows.)
+    savepoints go through a cursor. Not in it: MySQL's client library spells BEGIN as
+    ``SET autocommit=0`` and sends ``SET autocommit=1`` after the commit (one statement
+    more per transaction), and on PostgreSQL a server-side cursor's FETCH and CLOSE
+    (``QuerySet.iterator()``) are logged as its one DECLARE.
     """
 
     @property

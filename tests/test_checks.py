@@ -47,6 +47,7 @@ def test_the_test_settings_are_clean():
     ({"API_BACKEND": "django_twilio_convlink.api.SdkBackend", "ACCOUNT_SID": ""}, "twilio_convlink.W004"),
     ({"MANAGER_PHONE": "+447911123456"}, "twilio_convlink.W005"),
     ({"ENQUEUE_IN_TRANSACTION": True}, "twilio_convlink.W006"),  # the default alias is immediate
+    ({"ENQUEUE_IN_TRANSACTION": True, "TASK_BACKEND": "dummy"}, "twilio_convlink.W006"),
 ])
 def test_each_mistake_has_its_id(changes, expected):
     assert expected in ids(**changes)

@@ -47,9 +47,11 @@ def test_phone_in_any_format(booking, phone):
     assert other.booking is None and other_booking.pk
 
 
-def test_one_conversation_by_sid(booking):
+@pytest.mark.parametrize("spelling", [str, lambda sid: sid[:2] + sid[2:].upper()])
+def test_one_conversation_by_sid(booking, spelling):
+    # The hex digits in either case: the webhook stores them lowercased.
     target, bystander = ConversationFactory.create_batch(2, customer_phone=CUSTOMER)
-    run("update_conversation_links", "--conversation-sid", target.conversation_sid)
+    run("update_conversation_links", "--conversation-sid", spelling(target.conversation_sid))
     target.refresh_from_db()
     bystander.refresh_from_db()
     assert target.booking == booking

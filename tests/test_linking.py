@@ -142,3 +142,21 @@ def test_manual_link_made_before_the_phone_was_known_still_records_it(twilio_cli
     twilio_client.webhook(payload("onMessageAdded_sms_from_customer", ConversationSid=conversation_sid))
     conversation = ChatConversation.objects.get()
     assert (conversation.customer_phone, conversation.link_method) == (CUSTOMER, "manual")
+
+
+def test_manual_link_saved_after_the_webhook_read_the_conversation_is_kept(stay):
+    # A message event reads its conversation without a lock; an admin's manual link
+    # saved between that read and the lookup's UPDATE must survive it.
+    from django_twilio_convlink.linking import link_on_first_phone
+    from tests.factories import ConversationFactory
+
+    conversation = ConversationFactory()
+    read_by_the_webhook = ChatConversation.objects.get(pk=conversation.pk)
+    other = ReservationFactory()
+    ChatConversation.objects.filter(pk=conversation.pk).update(
+        booking=other, apartment=other.unit, link_method="manual")
+
+    assert link_on_first_phone(read_by_the_webhook, CUSTOMER) is False
+    conversation.refresh_from_db()
+    assert (conversation.booking, conversation.link_method) == (other, "manual")
+    assert conversation.customer_phone == CUSTOMER and conversation.booking_lookup_at is not None

@@ -17,6 +17,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ... import get_conversation_model
+from ...events import canonical_sid
 from ...linking import update_conversation_links
 from ...phones import normalize_phone
 
@@ -36,6 +37,7 @@ class Command(BaseCommand):
         if phone is not None and normalize_phone(phone) is None:
             raise CommandError(f"{phone!r} is not a phone number (try E.164, e.g. +15551234567).")
         if conversation_sid is not None:
+            conversation_sid = canonical_sid(conversation_sid.strip())  # as the webhook stored it
             Conversation = get_conversation_model()
             conversation = Conversation._default_manager.filter(conversation_sid=conversation_sid).first()
             if conversation is None:
