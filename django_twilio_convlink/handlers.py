@@ -32,15 +32,18 @@ logger = logging.getLogger(__name__)
 ATTEMPTS = 3
 
 
-def handle_message_event(event: MessageEvent, then: Callable[[], None] | None = None) -> None:
+def _nothing() -> None:
+    pass
+
+
+def handle_message_event(event: MessageEvent, then: Callable[[], None] = _nothing) -> None:
     """Store the message of ``event``; ``then`` runs in the same transaction when there
     is one, or alone when there is nothing to write (a redelivery)."""
     conversation, stored = find_conversation(event.conversation_sid, event.message_sid)
     if stored and event.event_type == "onMessageAdded":
         # A redelivery (or a duplicate that lost the race): the stored row is the
         # message, nothing to write.
-        if then is not None:
-            then()
+        then()
         return
     with transaction.atomic():
         if conversation is None:
@@ -59,15 +62,13 @@ def handle_message_event(event: MessageEvent, then: Callable[[], None] | None = 
                 phone = customer_phone_from_author(event.author)
                 if phone is not None:
                     link_on_first_phone(conversation, phone)
-        if then is not None:
-            then()
+        then()
 
 
-def handle_conversation_event(event: ConversationEvent, then: Callable[[], None] | None = None) -> None:
+def handle_conversation_event(event: ConversationEvent, then: Callable[[], None] = _nothing) -> None:
     with transaction.atomic():
         _store_conversation_event(event)
-        if then is not None:
-            then()
+        then()
 
 
 def _store_conversation_event(event: ConversationEvent) -> None:
@@ -82,7 +83,7 @@ def _store_conversation_event(event: ConversationEvent) -> None:
             link_on_first_phone(conversation, phone)
 
 
-def handle_event(event: Event, then: Callable[[], None] | None = None) -> None:
+def handle_event(event: Event, then: Callable[[], None] = _nothing) -> None:
     """Apply ``event`` atomically: on any error nothing of it is written. ``then`` (the
     delivery log's "processed") runs inside the same transaction, so it commits with
     the event's rows or not at all.
@@ -96,8 +97,7 @@ def handle_event(event: Event, then: Callable[[], None] | None = None) -> None:
     """
     if isinstance(event, OtherEvent):
         logger.debug("Acknowledged %s without storing it", event.event_type)
-        if then is not None:
-            then()
+        then()
         return
     handler = handle_message_event if isinstance(event, MessageEvent) else handle_conversation_event
     retry = not transaction.get_connection().in_atomic_block

@@ -42,32 +42,31 @@ def link_on_first_phone(conversation: AbstractTwilioConversation, phone: str) ->
     if conversation.booking_lookup_at is not None:
         return False
     now = timezone.now()
-    updates = {"customer_phone": phone, "booking_lookup_at": now}
+    updates = phone_only = {"customer_phone": phone, "booking_lookup_at": now}
     booking = None
     may_link = conversation.booking_id is None and conversation.link_method != LinkMethod.MANUAL
     if may_link:
         fields = booking_fields()
         booking = find_booking(phone, fields)
         if booking is not None:
-            updates.update(
-                booking_id=booking.pk,
-                apartment_id=getattr(booking, fields.apartment_attname),
-                link_method=LinkMethod.AUTOMATIC,
-                linked_at=now,
-            )
+            updates = {
+                **phone_only,
+                "booking_id": booking.pk,
+                "apartment_id": getattr(booking, fields.apartment_attname),
+                "link_method": LinkMethod.AUTOMATIC,
+                "linked_at": now,
+            }
     unclaimed = type(conversation)._default_manager.filter(pk=conversation.pk, booking_lookup_at__isnull=True)
-    if booking is None:
-        claimed = unclaimed.update(**updates)
-    else:
+    if booking is not None:
         # The conversation was read without a lock: an admin may have linked it by hand
         # since. The link is written only where there still is none to respect...
         claimed = (unclaimed.filter(booking__isnull=True).exclude(link_method=LinkMethod.MANUAL)
                    .update(**updates))
         if not claimed:
             # ...and otherwise only the phone is recorded (rare: one more statement).
-            booking = None
-            updates = {"customer_phone": phone, "booking_lookup_at": now}
-            claimed = unclaimed.update(**updates)
+            booking, updates = None, phone_only
+    if booking is None:
+        claimed = unclaimed.update(**updates)
     if not claimed:
         return False
     if may_link and booking is None:

@@ -4,9 +4,9 @@ import pytest
 from django.conf import settings
 from django.db import connection
 from django.test import Client
-from django.test.utils import CaptureQueriesContext
 from twilio.request_validator import RequestValidator
 
+from django_twilio_convlink.testing import CaptureStatements
 from tests.factories import PAYLOADS, payload, sid  # noqa: F401  (tests import them from here)
 
 WEBHOOK_PATH = "/twilio/webhook/"
@@ -49,13 +49,8 @@ def api_outbox():
 
 @pytest.fixture
 def captured_sql():
-    """The SQL statements the database sees inside the ``with`` block."""
-    class Capture(CaptureQueriesContext):
-        @property
-        def sql(self) -> list[str]:
-            return [q["sql"] for q in self.captured_queries]
-
-    return lambda: Capture(connection)
+    """The SQL statements the database sees inside the ``with`` block (``.sql``)."""
+    return lambda: CaptureStatements(connection)
 
 
 def pytest_collection_modifyitems(config, items):
