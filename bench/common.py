@@ -8,7 +8,6 @@ inside a Django process configured by ``bench.settings`` on a fresh test databas
 from __future__ import annotations
 
 import gc
-import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -53,11 +52,6 @@ def median_seconds(fn: Callable[[], object], *, repeat: int = 5,
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set size so far, in MB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def percentile(values: list[float], pct: float) -> float:

@@ -45,6 +45,7 @@ import os
 import random
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 from django.core.management import call_command
@@ -229,6 +230,12 @@ def check_index_sample(last: int) -> None:
             raise AssertionError(f"bench index row of booking {pk} differs from index_booking_phone's")
 
 
+def reset_links(sql: Sql) -> None:
+    """Undo the links a run made, and let the database reclaim the dead rows."""
+    unlink_retroactive()
+    sql.vacuum(ChatConversation)
+
+
 def ratio_of(value: float, baseline: float) -> float:
     return value / baseline if baseline else math.inf
 
@@ -301,10 +308,7 @@ def bench_relink(sql: Sql, sizes: list[int], baseline_size: int, background: int
             cursor.execute(f"DELETE FROM {sql.q(ChatConversation._meta.db_table)} WHERE "
                            f"{sql.q('customer_phone')} = '{RELINK_PHONE}'")
         insert_conversations(sql, background + 1, background + size, f"'{RELINK_PHONE}'")
-
-        def reset() -> None:
-            unlink_retroactive()
-            sql.vacuum(ChatConversation)
+        reset = partial(reset_links, sql)
 
         def link(size: int = size) -> None:
             assert link_conversations_to_booking(booking.pk) == size
@@ -395,16 +399,14 @@ def bench_update_links(sql: Sql, sizes: list[int], guests: int) -> list[Row]:
     timings: dict[int, float] = {}
     for size in sizes:
         phones = load_unlinked(sql, size, guests)
-
-        def reset() -> None:
-            unlink_retroactive()
-            sql.vacuum(ChatConversation)
+        reset = partial(reset_links, sql)
 
         def update() -> None:
             call_command("update_conversation_links", stdout=io.StringIO())
 
         timings[size] = median_seconds(update, repeat=3 if size >= 100_000 else 5, setup=reset)
-        seen = sorted(set(ChatConversation.objects.values_list("customer_phone", flat=True)))
+        seen = list(ChatConversation.objects.order_by("customer_phone")
+                    .values_list("customer_phone", flat=True).distinct())
         check_links(random.Random(size).sample(seen, min(20, len(seen))))
         reset()
         with CaptureStatements(connection) as statements:
@@ -431,8 +433,8 @@ def bench_update_links(sql: Sql, sizes: list[int], guests: int) -> list[Row]:
 # --- 4. check_twilio_status -----------------------------------------------------------
 
 def bench_status(sql: Sql, messages: int) -> list[Row]:
-    first_id, last_id = (ChatConversation.objects.aggregate(a=models.Min("pk"), b=models.Max("pk"))[k]
-                         for k in ("a", "b"))
+    bounds = ChatConversation.objects.aggregate(first=models.Min("pk"), last=models.Max("pk"))
+    first_id, last_id = bounds["first"], bounds["last"]
     conversations = last_id - first_id + 1
     now = sql.timestamp(timezone.now())
     sql.delete_all(ChatMessage)

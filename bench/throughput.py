@@ -66,14 +66,16 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.db import connection, transaction
 from django_tasks_db.models import DBTaskResult
-from twilio.request_validator import RequestValidator
 
 from bench.baseline.models import Ping
 from bench.common import Row, percentile
+from django_twilio_convlink.conf import convlink_settings
 from django_twilio_convlink.group_chat import UNIQUE_NAME_PREFIX
 from django_twilio_convlink.models import DeliveryStatus, ForwardState, WebhookDelivery
-from tests.factories import PAYLOADS, GuestFactory, ReservationFactory, sid
-from tests.processes import children, cpu_seconds
+from django_twilio_convlink.phones import normalize_phone
+from django_twilio_convlink.testing import signature
+from tests.factories import GuestFactory, ReservationFactory, payload, sid
+from tests.processes import children, cpu_seconds, free_port, gunicorn_command, stop
 from tests.testapp.models import ChatConversation, ChatMessage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,7 +103,6 @@ REQUEST_TIMEOUT = 30
 SEED = 20261120
 
 TOKEN = settings.TWILIO_CONVLINK["AUTH_TOKEN"]
-MANAGER_PHONE = "+15612205252"  # TWILIO_CONVLINK["MANAGER_PHONE"] of tests/settings.py in E.164
 
 
 def run(quick: bool) -> list[Row]:
@@ -160,13 +161,8 @@ def create_group_chats(customers: list[Customer]) -> None:
             group_chat_id=groups[customer.group_sid])
 
 
-def message(name: str, **overrides: str) -> dict[str, str]:
-    """A payload of tests/payloads.json with a fresh MessageSid and ``overrides``."""
-    return {**PAYLOADS[name], "MessageSid": sid("IM"), "RetryCount": "0", **overrides}
-
-
 def customer_message(customer: Customer, *, mms: bool = False) -> dict[str, str]:
-    data = message("onMessageAdded_mms_with_media" if mms else "onMessageAdded_sms_from_customer",
+    data = payload("onMessageAdded_mms_with_media" if mms else "onMessageAdded_sms_from_customer",
                    ConversationSid=customer.conversation_sid, ParticipantSid=customer.participant_sid,
                    Author=customer.phone, Index=str(customer.index))
     if not mms:
@@ -176,7 +172,7 @@ def customer_message(customer: Customer, *, mms: bool = False) -> dict[str, str]
 
 
 def assistant_reply(customer: Customer) -> dict[str, str]:
-    data = message("onMessageAdded_from_assistant_via_api", ConversationSid=customer.conversation_sid,
+    data = payload("onMessageAdded_from_assistant_via_api", ConversationSid=customer.conversation_sid,
                    Index=str(customer.index), Attributes="{}",
                    Body=f"Thanks, a technician will call you today (reply {customer.index}).")
     customer.index += 1
@@ -184,8 +180,9 @@ def assistant_reply(customer: Customer) -> dict[str, str]:
 
 
 def manager_reply(customer: Customer) -> dict[str, str]:
-    data = message("onMessageAdded_sms_from_customer", ConversationSid=customer.group_sid,
-                   ParticipantSid=sid("MB"), Author=MANAGER_PHONE, Index=str(customer.group_index),
+    data = payload("onMessageAdded_sms_from_customer", ConversationSid=customer.group_sid,
+                   ParticipantSid=sid("MB"), Author=normalize_phone(convlink_settings.MANAGER_PHONE),
+                   Index=str(customer.group_index),
                    Body=f"On it, {customer.number}: the technician comes at 3 pm.")
     customer.group_index += 1
     return data
@@ -195,7 +192,6 @@ def manager_reply(customer: Customer) -> dict[str, str]:
 class Request:
     raw: bytes  # the whole HTTP/1.1 request, signed
     params: dict[str, str]
-    forwarded: bool = False  # a customer's message: one task enqueued
 
     @property
     def message_sid(self) -> str:
@@ -211,21 +207,20 @@ class Signer:
         # The URL as gunicorn's request shows it to Django: both views validate against
         # request.build_absolute_uri() (the library has no WEBHOOK_URL in these settings).
         self.url = f"http://{self.host}{path}"
-        self.validator = RequestValidator(TOKEN)
 
-    def request(self, params: dict[str, str], *, forwarded: bool = False) -> Request:
+    def request(self, params: dict[str, str]) -> Request:
         body = urlencode(params).encode()
         head = (
             f"POST {self.path} HTTP/1.1\r\n"
             f"Host: {self.host}\r\n"
             "Content-Type: application/x-www-form-urlencoded\r\n"
             f"Content-Length: {len(body)}\r\n"
-            f"X-Twilio-Signature: {self.validator.compute_signature(self.url, params)}\r\n"
+            f"X-Twilio-Signature: {signature(self.url, params, TOKEN)}\r\n"
             f"I-Twilio-Idempotency-Token: {uuid.uuid4()}\r\n"
             "User-Agent: TwilioProxy/1.1\r\n"
             "Connection: close\r\n\r\n"
         )
-        return Request(head.encode() + body, params, forwarded)
+        return Request(head.encode() + body, params)
 
 
 # --- The load generator ------------------------------------------------------------------------
@@ -323,12 +318,6 @@ class Server:
         return self.log_text()[-10000:]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def gunicorn() -> Iterator[Server]:
     """gunicorn serving bench.wsgi on this process's test database, stopped on exit (before
@@ -341,13 +330,7 @@ def gunicorn() -> Iterator[Server]:
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         "PYTHONUNBUFFERED": "1",
     }
-    command = [sys.executable, "-m", "gunicorn", "bench.wsgi:application", "--preload",
-               "--workers", str(WORKERS), "--worker-class", "sync", "--bind", f"127.0.0.1:{port}",
-               "--timeout", "60", "--graceful-timeout", "5", "--log-level", "warning"]
-    if os.path.isdir("/dev/shm"):
-        # gunicorn's advice for containers: a worker's heartbeat file on a disk-backed
-        # temporary directory can stall it.
-        command += ["--worker-tmp-dir", "/dev/shm"]
+    command = gunicorn_command("bench.wsgi:application", workers=WORKERS, port=port)
     with tempfile.TemporaryDirectory(prefix="convlink-throughput-") as tmp:
         log = Path(tmp) / "gunicorn.log"
         with log.open("wb") as out:
@@ -380,21 +363,6 @@ def wait_until_serving(server: Server) -> None:
     raise RuntimeError(f"gunicorn did not serve within {START_TIMEOUT} s:\n{server.log_tail()}")
 
 
-def stop(process: subprocess.Popen) -> None:
-    workers = children(process.pid)
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        for pid in workers:
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
-        process.kill()
-        process.wait(timeout=10)
-
-
 # --- The benchmark -----------------------------------------------------------------------------
 
 class Benchmark:
@@ -407,15 +375,16 @@ class Benchmark:
         self.baseline = Signer(server.port, BASELINE_PATH)
         numbers = itertools.count()
         self.existing = [Customer(next(numbers)) for _ in range(existing)]
-        self.first_per_round = round(requests * FIRST_SHARE)
-        self.new = [[Customer(next(numbers)) for _ in range(self.first_per_round)] for _ in range(rounds)]
+        first_per_round = round(requests * FIRST_SHARE)
+        self.new = [[Customer(next(numbers)) for _ in range(first_per_round)] for _ in range(rounds)]
+        self.customers = self.existing + [c for customers in self.new for c in customers]
         # What was sent, for the checks afterwards.
         self.library_sids: list[str] = []
         self.baseline_sids: list[str] = []
         self.forwarded = 0
 
     def run(self) -> list[Row]:
-        create_bookings(self.existing + [c for customers in self.new for c in customers])
+        create_bookings(self.customers)
         # Each customer's first message, through the library: the existing conversations
         # are what the library itself makes of them (linked, a task enqueued).
         warm_library = [self.sign_library(customer_message(c), forwarded=True) for c in self.existing]
@@ -444,7 +413,7 @@ class Benchmark:
         return self.rows(rounds)
 
     def sign_library(self, params: dict[str, str], *, forwarded: bool = False) -> Request:
-        request = self.library.request(params, forwarded=forwarded)
+        request = self.library.request(params)
         self.library_sids.append(request.message_sid)
         self.forwarded += forwarded
         return request
@@ -508,10 +477,9 @@ class Benchmark:
         if tasks != self.forwarded or pending != self.forwarded:
             problems.append(f"{tasks} tasks enqueued and {pending} messages pending for "
                             f"{self.forwarded} customer messages")
-        new_customers = [c for customers in self.new for c in customers] + self.existing
         linked = set(ChatConversation.objects.filter(booking__isnull=False)
                      .values_list("conversation_sid", flat=True))
-        booked = {c.conversation_sid for c in new_customers if c.booked}
+        booked = {c.conversation_sid for c in self.customers if c.booked}
         if linked != booked:
             problems.append(f"{len(linked)} conversations linked to a booking, expected {len(booked)}")
         pings = list(Ping.objects.values_list("message_sid", flat=True))

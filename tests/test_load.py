@@ -23,9 +23,7 @@ import os
 import random
 import re
 import secrets
-import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -40,13 +38,13 @@ import pytest
 from django.conf import settings
 from django.db import connection
 from django.db.models import Count
-from twilio.request_validator import RequestValidator
 
 from django_twilio_convlink.group_chat import UNIQUE_NAME_PREFIX
 from django_twilio_convlink.models import WebhookDelivery
+from django_twilio_convlink.testing import signature
 from tests.conftest import WEBHOOK_PATH, payload
 from tests.factories import GuestFactory, ReservationFactory, sid
-from tests.processes import children, cpu_seconds
+from tests.processes import children, cpu_seconds, free_port, gunicorn_command, stop
 from tests.testapp.models import ChatConversation, ChatMessage
 
 pytestmark = [pytest.mark.concurrency, pytest.mark.django_db(transaction=True)]
@@ -237,12 +235,6 @@ def fake_twilio():
 
 # --- gunicorn ------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def database_url_of_this_run() -> str:
     """DATABASE_URL for the database this pytest run's connection uses (test_...)."""
     s = connection.settings_dict
@@ -275,9 +267,7 @@ class Server:
 @contextmanager
 def gunicorn(env: dict[str, str], log: Path):
     port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "tests.wsgi:application", "--preload",
-               "--workers", str(WORKERS), "--bind", f"127.0.0.1:{port}",
-               "--timeout", "60", "--graceful-timeout", "5", "--log-level", "warning"]
+    command = gunicorn_command("tests.wsgi:application", workers=WORKERS, port=port)
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL)
@@ -286,14 +276,7 @@ def gunicorn(env: dict[str, str], log: Path):
         wait_until_serving(server)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            for child in children(process.pid):
-                os.kill(child, 9)
-            process.kill()
-            process.wait(timeout=10)
+        stop(process)
 
 
 def wait_until_serving(server: Server) -> None:
@@ -331,7 +314,7 @@ class Delivery:
 
     def sign(self, url: str) -> "Delivery":
         self.body = urlencode(self.params).encode()
-        self.signature = RequestValidator(settings.AUTH_TOKEN).compute_signature(url, self.params)
+        self.signature = signature(url, self.params, settings.AUTH_TOKEN)
         return self
 
     def again(self) -> "Delivery":

@@ -31,50 +31,45 @@ class Statements(CaptureStatements):
 
 
 @pytest.fixture
-def statements():
-    return Statements
-
-
-@pytest.fixture
 def client(settings):
     settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "TASK_BACKEND": "dummy"}
     ReservationFactory(guest=GuestFactory(mobile="(415) 555-0142"))
     return TwilioClient()
 
 
-def test_first_customer_message_with_booking_found(client, statements):
+def test_first_customer_message_with_booking_found(client):
     # delivery INSERT; conversation + "message stored?" SELECT; BEGIN; conversation
     # upsert and read back; message INSERT; booking lookup; link UPDATE; delivery
     # UPDATE; COMMIT.
-    with statements(10) as captured:
+    with Statements(10) as captured:
         assert client.webhook(payload(FIRST)).status_code == 200
     assert captured.sql[2] == "BEGIN" and captured.sql[-1] == "COMMIT"
 
 
 @pytest.mark.parametrize("author", ["+14155550142", "+15612205252", "ASSISTANT"])
-def test_later_message(client, statements, author):
+def test_later_message(client, author):
     # delivery INSERT; SELECT; BEGIN; message INSERT; delivery UPDATE; COMMIT.
     client.webhook(payload(FIRST))
-    with statements(6):
+    with Statements(6):
         assert client.webhook(payload(FIRST, Author=author, Index="1")).status_code == 200
 
 
-def test_redelivery(client, statements):
+def test_redelivery(client):
     # delivery INSERT; SELECT finds the message; delivery UPDATE. No transaction.
     data = payload(FIRST)
     client.webhook(data)
-    with statements(3) as captured:
+    with Statements(3) as captured:
         assert client.webhook({**data, "RetryCount": "1"}).status_code == 200
     assert "BEGIN" not in captured.sql
 
 
-def test_conversation_added_first(client, statements):
-    with statements(9):
+def test_conversation_added_first(client):
+    with Statements(9):
         assert client.webhook(payload("onConversationAdded_sms_autocreated")).status_code == 200
 
 
-def test_acknowledged_event_is_only_logged(client, statements):
-    with statements(2):
+def test_acknowledged_event_is_only_logged(client):
+    with Statements(2):
         assert client.webhook(payload("onDeliveryUpdated")).status_code == 200
 
 
