@@ -60,6 +60,9 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_SHARED_KEYS": {},
     "MAX_REQUEST_BYTES": 128 * 1024,
     "DELIVERY_RETENTION_DAYS": 30,
+    # A delivery still "received" this many seconds after it arrived is unfinished: its
+    # worker was killed or timed out mid-processing (Twilio gives a webhook 5 s).
+    "DELIVERY_UNFINISHED_AFTER": 300,
 }
 
 # Settings without which the app cannot define its models or link anything.

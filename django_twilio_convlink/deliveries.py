@@ -15,11 +15,14 @@ Order of work for one delivery (the view's, a replay's):
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 import logging
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 from django.core.cache import cache
 from django.db import DatabaseError, connection
@@ -27,9 +30,9 @@ from django.db.models import F, Q
 from django.http import HttpRequest, QueryDict
 from django.utils import timezone
 
-from .events import Event, InvalidPayload, parse_event
+from .events import Event, InvalidPayload, RefusedEvent, parse_event
 from .handlers import handle_event
-from .models import DeliveryStatus, WebhookDelivery
+from .models import DeliveryStatus, WebhookDelivery, incomplete
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +62,7 @@ def record_delivery(request: HttpRequest, *, status: str = DeliveryStatus.RECEIV
     headers = {name: ("[redacted]" if name in REDACTED_HEADERS else _clean(request.headers[name], 500))
                for name in KEPT_HEADERS if name in request.headers}
     retry_count = post.get("RetryCount", "")
+    params = _params(post)
     return WebhookDelivery.objects.create(
         event_type=_clean(post.get("EventType", ""), 64),
         conversation_sid=_clean(post.get("ConversationSid", ""), 34),
@@ -67,7 +71,8 @@ def record_delivery(request: HttpRequest, *, status: str = DeliveryStatus.RECEIV
         idempotency_token=_clean(request.headers.get(IDEMPOTENCY_HEADER, ""), 128),
         retry_count=int(retry_count) if retry_count.isascii() and retry_count.isdigit()
         and len(retry_count) < 9 else None,
-        params=_params(post),
+        params=params,
+        fingerprint=fingerprint(params),
         headers=headers,
         status=status,
         error=error,
@@ -75,27 +80,48 @@ def record_delivery(request: HttpRequest, *, status: str = DeliveryStatus.RECEIV
     )
 
 
+def fingerprint(params: Any) -> str:
+    """SHA-256 of a delivery's signed parameters but RetryCount (which Twilio's
+    retries count up): equal for the copies of one delivery, different for anything
+    else."""
+    if not isinstance(params, dict):
+        return ""
+    signed = {k: v for k, v in params.items() if k != "RetryCount"}
+    return hashlib.sha256(json.dumps(signed, sort_keys=True, ensure_ascii=False).encode(
+        "utf-8", "surrogatepass")).hexdigest()
+
+
 def _same_delivery(delivery: WebhookDelivery) -> Q:
-    """This delivery and its earlier failed copies: Twilio's retries carry the same
-    idempotency token; without one, the same event about the same message. Twilio's
-    first attempt (RetryCount 0) received once has no earlier copy: the plain primary
-    key keeps the commonest UPDATE the cheapest."""
+    """This delivery and its earlier copies that never completed (failed, or still
+    received: a worker killed or timed out mid-processing), which its success settles.
+
+    A copy has the same signed parameters but RetryCount (``fingerprint``). The
+    idempotency token is not enough: it is a header, outside the signature, so anyone
+    able to replay a genuine delivery could name another delivery's token and make
+    that one look processed. Twilio's first attempt (RetryCount 0) received once has
+    no earlier copy: the plain primary key keeps the commonest UPDATE the cheapest.
+    """
     if delivery.retry_count == 0 and delivery.attempts <= 1:
         return Q(pk=delivery.pk)
-    if delivery.idempotency_token:
-        same = Q(idempotency_token=delivery.idempotency_token)
-    elif delivery.message_sid:
-        same = Q(event_type=delivery.event_type, message_sid=delivery.message_sid)
-    else:
-        return Q(pk=delivery.pk)
-    return Q(pk=delivery.pk) | (same & Q(status=DeliveryStatus.FAILED))
+    copies = delivery.fingerprint or fingerprint(delivery.params)
+    return Q(pk=delivery.pk) | Q(fingerprint=copies,
+                                 status__in=[DeliveryStatus.FAILED, DeliveryStatus.RECEIVED])
 
 
 def process_delivery(delivery: WebhookDelivery, event: Event) -> None:
-    """Apply the event; mark the delivery processed, or failed and re-raise."""
+    """Apply the event; mark the delivery processed, or refused / failed and re-raise.
+
+    ``BaseException``, not ``Exception``: gunicorn aborts a worker that runs out of
+    time with SystemExit (and a signal can raise KeyboardInterrupt) in the middle of
+    processing; the row must say so before the process goes. Only SIGKILL leaves it
+    ``received``, to be found as unfinished later.
+    """
     try:
         handle_event(event, then=partial(_mark_processed, delivery))
-    except Exception as exc:
+    except RefusedEvent as exc:
+        mark_refused(delivery, exc)
+        raise
+    except BaseException as exc:
         mark_failed(delivery, exc)
         raise
 
@@ -103,6 +129,13 @@ def process_delivery(delivery: WebhookDelivery, event: Event) -> None:
 def _mark_processed(delivery: WebhookDelivery) -> None:
     WebhookDelivery.objects.filter(_same_delivery(delivery)).update(
         status=DeliveryStatus.PROCESSED, processed_at=timezone.now())
+
+
+def mark_refused(delivery: WebhookDelivery, exc: RefusedEvent) -> None:
+    """Record why a well-formed event was not applied (status rejected or refused)."""
+    logger.warning("Refused Twilio %s (delivery %s): %s", delivery.event_type, delivery.pk, exc)
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(
+        status=exc.delivery_status, error=str(exc)[:2000], traceback="")
 
 
 def mark_failed(delivery: WebhookDelivery, exc: BaseException) -> None:
@@ -134,10 +167,16 @@ def forged_today() -> int:
 
 
 def event_of(delivery: WebhookDelivery) -> Event:
-    """The event a stored delivery carries (raises InvalidPayload)."""
+    """The event a stored delivery carries (raises InvalidPayload, also when a site or
+    an admin edited the stored parameters into something no request can carry)."""
+    if not isinstance(delivery.params, dict):
+        raise InvalidPayload("The stored parameters are not a mapping of field names to values.")
     data = QueryDict(mutable=True)
     for key, value in delivery.params.items():
-        data.setlist(key, value if isinstance(value, list) else [value])
+        values = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, str) for v in values):
+            raise InvalidPayload(f"The stored parameter {key!r} is not text.")
+        data.setlist(key, values)
     return parse_event(data)
 
 
@@ -149,7 +188,9 @@ class ReplayReport:
 
 
 def replay(deliveries: Iterable[WebhookDelivery], *, dry_run: bool = False) -> ReplayReport:
-    """Process stored deliveries again, one by one, going on past failures."""
+    """Process stored deliveries again, one by one, going on past failures: a
+    malformed or refused delivery is reported (and so marked) as rejected, any other
+    error as failed."""
     report = ReplayReport()
     for delivery in deliveries:
         try:
@@ -164,9 +205,11 @@ def replay(deliveries: Iterable[WebhookDelivery], *, dry_run: bool = False) -> R
             report.processed.append(delivery.pk)
             continue
         WebhookDelivery.objects.filter(pk=delivery.pk).update(attempts=F("attempts") + 1)
-        delivery.attempts += 1  # a replay may settle later failed copies too (_same_delivery)
+        delivery.attempts += 1  # a replay may settle earlier copies too (_same_delivery)
         try:
             process_delivery(delivery, event)
+        except RefusedEvent as exc:
+            report.rejected.append((delivery.pk, str(exc)))
         except Exception as exc:
             report.failed.append((delivery.pk, f"{type(exc).__name__}: {exc}"))
         else:
@@ -175,13 +218,17 @@ def replay(deliveries: Iterable[WebhookDelivery], *, dry_run: bool = False) -> R
 
 
 def prune(older_than_days: int, *, include_failed: bool = False, dry_run: bool = False) -> int:
-    """Delete processed and rejected deliveries (and failed ones if asked) received
-    more than ``older_than_days`` ago. Returns how many (would) go."""
-    cutoff = timezone.now() - datetime.timedelta(days=older_than_days)
-    statuses = [DeliveryStatus.PROCESSED, DeliveryStatus.REJECTED]
+    """Delete processed, rejected and refused deliveries (and failed and unfinished
+    ones if asked) received more than ``older_than_days`` ago. Returns how many (would)
+    go. Raises OverflowError when the cutoff is before year 1."""
+    now = timezone.now()
+    cutoff = now - datetime.timedelta(days=older_than_days)
+    done = Q(status__in=[DeliveryStatus.PROCESSED, DeliveryStatus.REJECTED, DeliveryStatus.REFUSED])
     if include_failed:
-        statuses.append(DeliveryStatus.FAILED)
-    qs = WebhookDelivery.objects.filter(received_at__lt=cutoff, status__in=statuses)
+        # Unfinished like failed; a delivery received moments ago may be in processing
+        # right now (--days 0), so "received" ones go only once they are unfinished.
+        done |= incomplete(now=now)
+    qs = WebhookDelivery.objects.filter(received_at__lt=cutoff).filter(done)
     if dry_run:
         return qs.count()
     return qs.delete()[0]

@@ -23,10 +23,30 @@ CONVERSATION_SID = re.compile(r"^CH[0-9a-fA-F]{32}$")
 MESSAGE_SID = re.compile(r"^IM[0-9a-fA-F]{32}$")
 PARTICIPANT_SID = re.compile(r"^MB[0-9a-fA-F]{32}$")
 SERVICE_SID = re.compile(r"^(IS|MG)[0-9a-fA-F]{32}$")
+ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
 
 
 class InvalidPayload(ValueError):
     """The delivery is signed but its fields are not what Twilio sends (400)."""
+
+
+class RefusedEvent(ValueError):
+    """A signed, well-formed event that contradicts what is stored, so that applying it
+    would change data it has no claim to (a message SID filed under another
+    conversation). Nothing of it is written; the delivery is logged with the reason
+    and the answer is 400, which Twilio does not retry: the same input would be
+    refused again, forever."""
+
+    http_status = 400
+    delivery_status = "rejected"  # DeliveryStatus.REJECTED (models imports settings)
+
+
+class ForeignAccount(RefusedEvent):
+    """The event is signed for another Twilio account than the stored conversation's
+    (a sub-account's token writing into the main account's conversations): 403."""
+
+    http_status = 403
+    delivery_status = "refused"  # DeliveryStatus.REFUSED
 
 
 @dataclass(frozen=True)
@@ -35,6 +55,7 @@ class MessageEvent:
 
     event_type: str
     conversation_sid: str
+    account_sid: str
     message_sid: str
     author: str
     body: str
@@ -54,6 +75,7 @@ class ConversationEvent:
 
     event_type: str
     conversation_sid: str
+    account_sid: str
     friendly_name: str
     unique_name: str
     state: str
@@ -61,6 +83,9 @@ class ConversationEvent:
     messaging_service_sid: str
     attributes: Any
     date_created: datetime.datetime | None
+    # When Twilio made the change the event reports: StateUpdated for a state change,
+    # DateUpdated otherwise. Events arrive out of order; the older one loses.
+    date_updated: datetime.datetime | None
     binding_address: str
 
 
@@ -209,6 +234,7 @@ def parse_event(data: Mapping[str, str]) -> Event:
         return MessageEvent(
             event_type=event_type,
             conversation_sid=_sid(data, "ConversationSid", CONVERSATION_SID),
+            account_sid=_sid(data, "AccountSid", ACCOUNT_SID, required=False),
             message_sid=_sid(data, "MessageSid", MESSAGE_SID),
             author=_text(data, "Author", 255),
             body=_text(data, "Body", convlink_settings.MAX_BODY_LENGTH),
@@ -225,6 +251,7 @@ def parse_event(data: Mapping[str, str]) -> Event:
         return ConversationEvent(
             event_type=event_type,
             conversation_sid=_sid(data, "ConversationSid", CONVERSATION_SID),
+            account_sid=_sid(data, "AccountSid", ACCOUNT_SID, required=False),
             friendly_name=_text(data, "FriendlyName", 256),
             unique_name=_text(data, "UniqueName", 256),
             state=_text(data, "StateTo", 20) or _text(data, "State", 20),
@@ -232,6 +259,7 @@ def parse_event(data: Mapping[str, str]) -> Event:
             messaging_service_sid=_sid(data, "MessagingServiceSid", SERVICE_SID, required=False),
             attributes=_json(data, "Attributes", {}),
             date_created=_date(data, "DateCreated"),
+            date_updated=_date(data, "StateUpdated") or _date(data, "DateUpdated"),
             binding_address=_text(data, "MessagingBinding.Address", 1000),
         )
     return OtherEvent(event_type=event_type)

@@ -35,6 +35,7 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from . import get_conversation_model, get_message_model
+from .accounts import is_subaccount_conversation
 from .api import ApiError, Participant, get_api_backend
 from .conf import convlink_settings
 from .models import AbstractTwilioConversation, AbstractTwilioMessage, Direction, ForwardState
@@ -53,10 +54,13 @@ UNFINISHED = (ForwardState.PENDING, ForwardState.SENDING, ForwardState.FAILED)
 def wants_forward(conversation: AbstractTwilioConversation, author: str) -> bool:
     """Whether a new message by ``author`` in ``conversation`` goes to the group chat:
     an inbound message from a customer's phone, in a conversation that is not itself
-    a group chat (a message in a group chat never makes another group chat)."""
+    a group chat (a message in a group chat never makes another group chat) and that
+    belongs to the main account: the API calls act with ACCOUNT_SID's credentials,
+    in the main account, which a sub-account's number and customers are not part of."""
     return (
         bool(convlink_settings.GROUP_CHAT)
         and not conversation.is_group_chat
+        and not is_subaccount_conversation(conversation)
         and not conversation.unique_name.startswith(UNIQUE_NAME_PREFIX)
         and customer_phone_from_author(author) is not None
     )
@@ -157,7 +161,12 @@ def _claim(message_pk: int) -> tuple[AbstractTwilioMessage, AbstractTwilioConver
             # A group chat row that a webhook stored before the task marked it.
             Message._default_manager.filter(pk=message.pk).update(forward_state="", forward_retry_at=None)
             return None
-        resumed = message.forward_state == ForwardState.SENDING or message.forward_attempts > 0
+        # Only a pending message has never been tried: the claim marks it sending before
+        # any Twilio call, every failure leaves it failed or permanent, and reopen()
+        # makes it failed. The attempt count says nothing: reopen() starts it again at
+        # zero, yet the runs before may have posted copies (a lost answer, the first
+        # photo of an MMS whose second one was refused).
+        resumed = message.forward_state != ForwardState.PENDING
         Message._default_manager.filter(pk=message.pk).update(
             forward_state=ForwardState.SENDING, forward_retry_at=now + claim_duration())
     return message, conversation, resumed
@@ -290,7 +299,9 @@ def due_for_retry(now: datetime.datetime | None = None, *, include_permanent: bo
 
 
 def reopen(message_pks: list[int]) -> int:
-    """Make permanent failures due again (after fixing credentials, say)."""
+    """Make permanent failures due again (after fixing credentials, say): failed, with
+    a fresh count of attempts. The next run still looks for the copies earlier runs
+    posted before posting (see _claim); returns how many were reopened."""
     return get_message_model()._default_manager.filter(
         pk__in=message_pks, forward_state=ForwardState.PERMANENT).update(
         forward_state=ForwardState.FAILED, forward_attempts=0, forward_retry_at=timezone.now())

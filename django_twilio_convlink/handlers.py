@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from django.db import IntegrityError, OperationalError, transaction
 
+from .accounts import check_account
 from .events import ConversationEvent, Event, MessageEvent, OtherEvent
 from .group_chat import wants_forward
 from .linking import link_on_first_phone
@@ -22,6 +23,8 @@ from .persistence import (
     conversation_fields,
     find_conversation,
     is_transient,
+    message_conversation_sid,
+    refuse_message_elsewhere,
     save_conversation_to_db,
     save_message_to_db,
 )
@@ -39,7 +42,13 @@ def _nothing() -> None:
 def handle_message_event(event: MessageEvent, then: Callable[[], None] = _nothing) -> None:
     """Store the message of ``event``; ``then`` runs in the same transaction when there
     is one, or alone when there is nothing to write (a redelivery)."""
-    conversation, stored = find_conversation(event.conversation_sid, event.message_sid)
+    conversation, stored_in = find_conversation(event.conversation_sid, event.message_sid)
+    if conversation is not None:
+        check_account(conversation, event.account_sid)
+        if stored_in is not None and stored_in != conversation.pk:
+            refuse_message_elsewhere(event.message_sid, event.conversation_sid,
+                                     message_conversation_sid(event.message_sid) or "?")
+    stored = stored_in is not None
     if stored and event.event_type == "onMessageAdded":
         # A redelivery (or a duplicate that lost the race): the stored row is the
         # message, nothing to write.
@@ -47,7 +56,8 @@ def handle_message_event(event: MessageEvent, then: Callable[[], None] = _nothin
         return
     with transaction.atomic():
         if conversation is None:
-            conversation, _ = save_conversation_to_db(event.conversation_sid, absent=True)
+            conversation, _ = save_conversation_to_db(event.conversation_sid, absent=True,
+                                                      account_sid=event.account_sid)
         forward = wants_forward(conversation, event.author)
         message, created = save_message_to_db(conversation, event, forward=forward, stored=stored)
         if created:
@@ -75,6 +85,7 @@ def _store_conversation_event(event: ConversationEvent) -> None:
     conversation, _ = save_conversation_to_db(
         event.conversation_sid,
         overwrite=event.event_type != "onConversationAdded",
+        account_sid=event.account_sid,
         **conversation_fields(event),
     )
     if conversation.booking_lookup_at is None:
@@ -106,6 +117,14 @@ def handle_event(event: Event, then: Callable[[], None] = _nothing) -> None:
             handler(event, then)
             return
         except (OperationalError, IntegrityError) as error:
+            if isinstance(error, IntegrityError) and isinstance(event, MessageEvent):
+                # The unique message SID refused the INSERT. A concurrent copy of the
+                # same event committed first (the next attempt finds it), or the SID
+                # is stored under another conversation than the event names, which no
+                # attempt can ever change: refuse it (400), don't loop on 500s.
+                elsewhere = message_conversation_sid(event.message_sid)
+                if elsewhere is not None and elsewhere != event.conversation_sid:
+                    refuse_message_elsewhere(event.message_sid, event.conversation_sid, elsewhere)
             # A duplicate settles on the second attempt (it finds the stored row); an
             # IntegrityError that comes back is something else, a site's own constraint.
             duplicate = isinstance(error, IntegrityError) and attempt == 1

@@ -9,7 +9,10 @@ imported, exactly as Django reads ``AUTH_USER_MODEL`` for ``LogEntry.user``.
 
 from __future__ import annotations
 
+import datetime
+
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .conf import convlink_settings
@@ -46,6 +49,13 @@ class AbstractTwilioConversation(models.Model):
     messaging_service_sid = models.CharField(max_length=34, blank=True)
     attributes = models.JSONField(default=dict, blank=True)
     date_created = models.DateTimeField(_("created at Twilio"), null=True, blank=True)
+    # The newest change a conversation event reported (DateUpdated, or StateUpdated of a
+    # state change): a retried older event must not undo a newer one.
+    date_updated = models.DateTimeField(_("updated at Twilio"), null=True, blank=True)
+    # The AccountSid of the delivery that created the row; blank means the main account
+    # (rows stored before the field existed, group chats the app made). Events signed
+    # for another account are refused (see ``accounts.py``).
+    account_sid = models.CharField(_("Twilio account"), max_length=34, blank=True)
 
     customer_phone = models.CharField(
         _("customer phone"), max_length=32, blank=True, db_index=True,
@@ -170,10 +180,42 @@ class BookingPhone(models.Model):
 
 
 class DeliveryStatus(models.TextChoices):
-    RECEIVED = "received", _("Received")
+    RECEIVED = "received", _("Received, waiting to be processed")
     PROCESSED = "processed", _("Processed")
     FAILED = "failed", _("Failed")
     REJECTED = "rejected", _("Rejected (malformed)")
+    REFUSED = "refused", _("Refused (another account's conversation)")
+
+
+class WebhookDeliveryQuerySet(models.QuerySet):
+    def unfinished(self, now: datetime.datetime | None = None) -> WebhookDeliveryQuerySet:
+        """Deliveries still ``received`` after DELIVERY_UNFINISHED_AFTER seconds: their
+        processing never ended (the worker was killed, or ran out of time). Nothing of
+        their event was written, and Twilio may never retry them."""
+        return self.filter(status=DeliveryStatus.RECEIVED, received_at__lt=unfinished_cutoff(now))
+
+    def needing_replay(self, *, failed: bool = True, unfinished: bool = True,
+                       now: datetime.datetime | None = None) -> WebhookDeliveryQuerySet:
+        """Failed deliveries, unfinished ones, or both."""
+        return self.filter(incomplete(failed=failed, unfinished=unfinished, now=now))
+
+
+def incomplete(*, failed: bool = True, unfinished: bool = True,
+               now: datetime.datetime | None = None) -> models.Q:
+    """The condition for deliveries whose event may not be stored: failed ones,
+    unfinished ones, or both."""
+    condition = models.Q(pk__in=[])
+    if failed:
+        condition |= models.Q(status=DeliveryStatus.FAILED)
+    if unfinished:
+        condition |= models.Q(status=DeliveryStatus.RECEIVED, received_at__lt=unfinished_cutoff(now))
+    return condition
+
+
+def unfinished_cutoff(now: datetime.datetime | None = None) -> datetime.datetime:
+    """Deliveries received before this moment and still ``received`` are unfinished."""
+    grace = datetime.timedelta(seconds=convlink_settings.DELIVERY_UNFINISHED_AFTER)
+    return (now or timezone.now()) - grace
 
 
 class WebhookDelivery(models.Model):
@@ -181,8 +223,10 @@ class WebhookDelivery(models.Model):
 
     The row is written in its own transaction ahead of the processing, so a delivery
     whose processing fails (a database error, a bug) survives with its error and can
-    be replayed; Twilio's own retry, or a replay, marks it processed. Forged requests
-    are never stored: strangers must not be able to fill the disk.
+    be replayed; Twilio's own retry, or a replay, marks it processed. A row still
+    ``received`` long after its arrival is unfinished: its worker died mid-processing
+    (``WebhookDelivery.objects.unfinished()``). Forged requests are never stored:
+    strangers must not be able to fill the disk.
     """
 
     event_type = models.CharField(_("event type"), max_length=64, blank=True)
@@ -194,6 +238,11 @@ class WebhookDelivery(models.Model):
         help_text=_("I-Twilio-Idempotency-Token: the same across Twilio's retries of one delivery."),
     )
     retry_count = models.PositiveIntegerField(_("Twilio retry count"), null=True, blank=True)
+    fingerprint = models.CharField(
+        _("fingerprint"), max_length=64, blank=True, db_index=True,
+        help_text=_("SHA-256 of the signed parameters but RetryCount: the same for Twilio's "
+                    "retries of one delivery."),
+    )
     params = models.JSONField(_("parameters"), default=dict)
     headers = models.JSONField(_("headers"), default=dict, help_text=_("The signature is redacted."))
     status = models.CharField(_("status"), max_length=10, choices=DeliveryStatus.choices,
@@ -203,6 +252,8 @@ class WebhookDelivery(models.Model):
     attempts = models.PositiveIntegerField(_("processing attempts"), default=0)
     error = models.TextField(_("error"), blank=True)
     traceback = models.TextField(_("traceback"), blank=True)
+
+    objects = WebhookDeliveryQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("webhook delivery")

@@ -21,12 +21,13 @@ import datetime
 from typing import Any
 
 from django.db import OperationalError, connections, transaction
-from django.db.models import BooleanField
+from django.db.models import BigIntegerField
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from . import get_conversation_model, get_message_model
-from .events import ConversationEvent, MessageEvent
+from .accounts import check_account
+from .events import ConversationEvent, MessageEvent, RefusedEvent
 from .models import AbstractTwilioConversation, AbstractTwilioMessage, Direction, ForwardState
 from .phones import is_system_author
 
@@ -53,31 +54,50 @@ def pending_forward_fields() -> dict[str, Any]:
 
 
 def find_conversation(conversation_sid: str, message_sid: str
-                      ) -> tuple[AbstractTwilioConversation | None, bool]:
-    """The stored conversation ``conversation_sid`` (or None) and whether message
-    ``message_sid`` is stored: one SELECT, no lock. Returns (conversation, stored).
+                      ) -> tuple[AbstractTwilioConversation | None, int | None]:
+    """The stored conversation ``conversation_sid`` (or None) and the primary key of
+    the conversation that message ``message_sid`` is stored in (None when it is not
+    stored): one SELECT, no lock. Returns (conversation, stored_in).
 
-    A message's row refers to its conversation, so no conversation means no message.
+    When the conversation is not stored the SELECT finds no row, and so says nothing
+    about the message: a message's row refers to its conversation, so it can only be
+    in another one, which the INSERT's unique SID then finds out.
     """
     Message = get_message_model()
     manager = get_conversation_model()._default_manager
     quote = connections[manager.db].ops.quote_name
-    # RawSQL, not Exists(): the same SQL, but the ORM compiles a subquery expression
+    # RawSQL, not Subquery(): the same SQL, but the ORM compiles a subquery expression
     # on every call, a third of this function's CPU on the hottest path there is.
-    stored = RawSQL(
-        f"EXISTS (SELECT 1 FROM {quote(Message._meta.db_table)}"
+    stored_in = RawSQL(
+        f"(SELECT {quote(Message._meta.get_field('conversation').column)}"
+        f" FROM {quote(Message._meta.db_table)}"
         f" WHERE {quote(Message._meta.get_field('message_sid').column)} = %s)",
-        (message_sid,), output_field=BooleanField(),
+        (message_sid,), output_field=BigIntegerField(),
     )
     # A slice, not first(): the SID is unique, and first()'s ORDER BY costs compiling.
     for conversation in manager.filter(conversation_sid=conversation_sid).annotate(
-            _convlink_message_stored=stored)[:1]:
-        return conversation, conversation._convlink_message_stored
-    return None, False
+            _convlink_stored_in=stored_in)[:1]:
+        return conversation, conversation._convlink_stored_in
+    return None, None
+
+
+def message_conversation_sid(message_sid: str) -> str | None:
+    """The SID of the conversation message ``message_sid`` is stored in, or None."""
+    return get_message_model()._default_manager.filter(message_sid=message_sid).values_list(
+        "conversation__conversation_sid", flat=True).first()
+
+
+def refuse_message_elsewhere(message_sid: str, conversation_sid: str, stored_in_sid: str) -> None:
+    """Message SIDs are unique across Twilio: an event naming another conversation
+    for a stored message is not Twilio's, and applying it would edit (or file) a
+    message of one conversation under another."""
+    raise RefusedEvent(f"Message {message_sid} belongs to conversation {stored_in_sid}, "
+                       f"not {conversation_sid}.")
 
 
 def save_conversation_to_db(
-    conversation_sid: str, *, overwrite: bool = False, absent: bool = False, **fields: Any
+    conversation_sid: str, *, overwrite: bool = False, absent: bool = False,
+    account_sid: str | None = None, **fields: Any
 ) -> tuple[AbstractTwilioConversation, bool]:
     """Fetch or create the conversation ``conversation_sid``, locked for this transaction.
 
@@ -85,7 +105,11 @@ def save_conversation_to_db(
     defaults to "Conversation {sid}"). On an existing row they fill what is still blank
     or a placeholder, so a late onConversationAdded never undoes what a newer event
     set; with ``overwrite`` (onConversationUpdated, onConversationStateUpdated: events
-    that report a change) every non-empty field replaces the stored one. ``absent``:
+    that report a change) every non-empty field replaces the stored one, unless the
+    change is older (``date_updated``) than the newest one stored: Twilio retries
+    and reorders, and a retried 09:00 "inactive" must not undo a 10:00 "closed".
+    ``account_sid``, when given, is the new row's account and must be allowed to
+    write an existing one (``accounts.check_account``, else ForeignAccount). ``absent``:
     the caller has just seen no such row (``find_conversation``), so the first SELECT
     is skipped and the upsert runs at once. Returns (conversation, created).
     """
@@ -97,6 +121,8 @@ def save_conversation_to_db(
         created = conversation is None
         if created:
             values = {k: v for k, v in fields.items() if v not in (None, "")}
+            if account_sid:
+                values["account_sid"] = account_sid
             values.setdefault("friendly_name", PLACEHOLDER_NAME.format(sid=conversation_sid))
             # An upsert instead of an IntegrityError: a concurrent delivery may insert
             # the same SID between our SELECT and INSERT; both then read the one row.
@@ -110,9 +136,17 @@ def save_conversation_to_db(
                 unique_fields=["conversation_sid"] if target else None,
             )
             conversation = locked.get(conversation_sid=conversation_sid)
-        else:
-            _complete(conversation, fields, overwrite)
+        if account_sid is not None:
+            # After the upsert too: a concurrent delivery may have created the row.
+            check_account(conversation, account_sid)
+        if not created:
+            _complete(conversation, fields, overwrite and not _older(fields, conversation))
     return conversation, created
+
+
+def _older(fields: dict[str, Any], conversation: AbstractTwilioConversation) -> bool:
+    when, stored = fields.get("date_updated"), conversation.date_updated
+    return when is not None and stored is not None and when < stored
 
 
 def _complete(conversation: AbstractTwilioConversation, fields: dict[str, Any], overwrite: bool) -> None:
@@ -198,4 +232,5 @@ def conversation_fields(event: ConversationEvent) -> dict[str, Any]:
         "messaging_service_sid": event.messaging_service_sid,
         "attributes": event.attributes,
         "date_created": event.date_created,
+        "date_updated": event.date_updated,
     }

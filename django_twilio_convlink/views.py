@@ -14,7 +14,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from .conf import convlink_settings
 from .deliveries import count_forged, process_delivery, record_delivery
-from .events import InvalidPayload, parse_event
+from .events import InvalidPayload, RefusedEvent, parse_event
 from .models import DeliveryStatus
 from .signature import signature_failure, webhook_url
 
@@ -26,7 +26,9 @@ class TwilioWebhookView(View):
 
     POST: 413 over MAX_REQUEST_BYTES and 403 when the signature fails (nothing stored;
     reason and URL logged; forged requests counted), 400 when a field is malformed
-    (the delivery is logged as rejected, no event data written), 500 when processing
+    or the event contradicts what is stored (the delivery is logged as rejected, no
+    event data written), 403 when it is signed for another account than the
+    conversation's (logged as refused, nothing written), 500 when processing
     fails (no event data written; the delivery row keeps the error; Twilio retries),
     else 200. HEAD answers 200 for Twilio's console probe; other methods get 405.
 
@@ -77,6 +79,9 @@ class TwilioWebhookView(View):
             return _text("Temporary failure; please retry.", 500)
         try:
             process_delivery(delivery, event)
+        except RefusedEvent as exc:
+            # Logged and recorded on the delivery by process_delivery; nothing written.
+            return _text(str(exc), exc.http_status)
         except Exception:
             # Nothing of the event was written (its transaction rolled back); the
             # delivery row keeps the error for a replay, and a 5xx makes Twilio retry.

@@ -344,3 +344,42 @@ def test_a_group_chat_gone_at_twilio_is_made_again(deliver, api_outbox, stay):
     call_command("retry_group_chats", "--now", stdout=StringIO())
     customer.refresh_from_db()
     assert customer.group_chat not in (None, old_group)
+
+
+def test_photos_retried_on_request_are_each_posted_once(deliver, api_outbox, stay):
+    """The first photo reached the group chat, the second was refused for good; the
+    retry on request posts only the second one."""
+    media = ('[{"Sid":"ME11111111111111111111111111111111","ContentType":"image/jpeg"},'
+             '{"Sid":"ME22222222222222222222222222222222","ContentType":"image/jpeg"}]')
+    data = payload("onMessageAdded_mms_with_media", Body="two photos", Media=media)
+    LocmemBackend.lose_answer_on["send_message"] = [ApiError("ReadTimeout", transient=True)]
+    deliver(data)  # the first photo is posted, its answer lost
+    LocmemBackend.fail_on["send_message"] = [ApiError("unsupported media", status=400, transient=False)]
+    with pytest.raises(CommandError):
+        call_command("retry_group_chats", "--now", stdout=StringIO(), stderr=StringIO())
+    assert ChatMessage.objects.get(message_sid=data["MessageSid"]).forward_state == "permanent"
+
+    call_command("retry_group_chats", "--include-permanent", stdout=StringIO())
+    assert ChatMessage.objects.get(message_sid=data["MessageSid"]).forward_state == "sent"
+    [group_sid] = LocmemBackend.state.messages
+    posted = [attributes.get("part", 0) for _, attributes in LocmemBackend.state.messages[group_sid]]
+    assert posted == [0, 1]
+    assert ChatMessage.objects.filter(conversation__is_group_chat=True).count() == 2
+
+
+def test_a_lost_answer_given_up_on_is_not_posted_again_when_retried_on_request(
+        deliver, api_outbox, settings, stay):
+    """The only attempt allowed timed out after Twilio stored the copy; the retry on
+    request finds that copy instead of posting a second one."""
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "GROUP_CHAT_MAX_ATTEMPTS": 1}
+    LocmemBackend.lose_answer_on["send_message"] = [ApiError("ReadTimeout", transient=True)]
+    data = payload(FIRST)
+    deliver(data)
+    assert ChatMessage.objects.get(message_sid=data["MessageSid"]).forward_state == "permanent"
+
+    call_command("retry_group_chats", "--include-permanent", stdout=StringIO())
+    source = ChatMessage.objects.get(message_sid=data["MessageSid"])
+    assert source.forward_state == "sent"
+    [send] = calls(api_outbox, "send_message")
+    assert source.forwarded_sid == send.result
+    assert ChatMessage.objects.filter(conversation__is_group_chat=True).count() == 1

@@ -200,3 +200,32 @@ def test_friendly_name_of_256_characters_is_accepted(twilio_client):
     data = payload("onConversationAdded_sms_autocreated", FriendlyName="n" * 256)
     assert twilio_client.webhook(data).status_code == 200
     assert len(ChatConversation.objects.get().friendly_name) == 256
+
+
+def test_older_state_update_arriving_late_does_not_undo_a_newer_one(twilio_client):
+    twilio_client.webhook(payload("onConversationAdded_sms_autocreated"))
+    closed = payload("onConversationStateUpdated", StateFrom="inactive", StateTo="closed",
+                     StateUpdated="2026-11-20T20:00:00Z")
+    inactive = payload("onConversationStateUpdated", StateFrom="active", StateTo="inactive",
+                       StateUpdated="2026-11-20T19:00:00Z", RetryCount="1")
+    assert twilio_client.webhook(closed).status_code == 200
+    assert twilio_client.webhook(inactive).status_code == 200
+    conversation = ChatConversation.objects.get()
+    assert conversation.state == "closed"
+    assert conversation.date_updated.isoformat() == "2026-11-20T20:00:00+00:00"
+
+
+def test_older_conversation_update_arriving_late_is_ignored(twilio_client):
+    def updated(name, when):
+        return payload("onConversationAdded_sms_autocreated", EventType="onConversationUpdated",
+                       FriendlyName=name, DateUpdated=when)
+
+    twilio_client.webhook(updated("Unit 4B heater", "2026-11-20T20:00:00Z"))
+    twilio_client.webhook(updated("Old name", "2026-11-20T19:00:00Z"))
+    assert ChatConversation.objects.get().friendly_name == "Unit 4B heater"
+    # A state change after it still applies; one at the same moment too.
+    twilio_client.webhook(payload("onConversationStateUpdated", StateFrom="active", StateTo="inactive",
+                                  StateUpdated="2026-11-20T20:00:00Z"))
+    assert ChatConversation.objects.get().state == "inactive"
+    twilio_client.webhook(updated("Renamed", "2026-11-20T21:00:00Z"))
+    assert ChatConversation.objects.get().friendly_name == "Renamed"
