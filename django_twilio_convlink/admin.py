@@ -20,7 +20,7 @@ from django.utils.translation import ngettext
 from . import get_message_model
 from .deliveries import replay
 from .linking import link_manually, update_conversation_links
-from .models import WebhookDelivery
+from .models import WebhookDelivery, incomplete
 
 
 class LinkedFilter(admin.SimpleListFilter):
@@ -35,6 +35,21 @@ class LinkedFilter(admin.SimpleListFilter):
             return queryset.filter(booking__isnull=False)
         if self.value() == "no":
             return queryset.filter(booking__isnull=True)
+        return queryset
+
+
+class NeedsReplayFilter(admin.SimpleListFilter):
+    title = _("needs a replay")
+    parameter_name = "needs_replay"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("unfinished", _("Unfinished (worker died)")), ("failed", _("Failed")),
+                ("any", _("Failed or unfinished"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() in ("unfinished", "failed", "any"):
+            return queryset.filter(incomplete(failed=self.value() != "unfinished",
+                                              unfinished=self.value() != "failed"))
         return queryset
 
 
@@ -93,7 +108,9 @@ class ConversationAdmin(admin.ModelAdmin):
             link_manually(obj)
         super().save_model(request, obj, form, change)
 
-    @admin.action(description=_("Relink selected conversations by customer phone"))
+    # Relinking writes the booking and apartment of the conversations: a user who may
+    # only view them must neither see nor run it.
+    @admin.action(description=_("Relink selected conversations by customer phone"), permissions=["change"])
     def relink_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
         report = update_conversation_links(conversations=queryset)
         linked, examined = report.linked, report.examined
@@ -129,7 +146,7 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
 
     list_display = ("received_at", "event_type", "status", "message_sid", "conversation_sid",
                     "retry_count", "attempts", "processed_at", "short_error")
-    list_filter = ("status", "event_type")
+    list_filter = (NeedsReplayFilter, "status", "event_type")
     search_fields = ("message_sid", "conversation_sid", "idempotency_token", "account_sid")
     date_hierarchy = "received_at"
     actions = ["replay_selected"]
@@ -163,4 +180,4 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
 
 
 __all__ = ["ConversationAdmin", "LinkedFilter", "MessageAdmin", "MessageInline",
-           "WebhookDeliveryAdmin"]
+           "NeedsReplayFilter", "WebhookDeliveryAdmin"]

@@ -1,15 +1,18 @@
 """Behaviour 10: the admin classes a site registers in one line each."""
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.urls import reverse
 
+from django_twilio_convlink.models import WebhookDelivery
 from tests.conftest import CUSTOMER
-from tests.factories import ConversationFactory, GuestFactory, MessageFactory, ReservationFactory
+from tests.factories import ConversationFactory, GuestFactory, MessageFactory, ReservationFactory, payload
 from tests.testapp.models import ChatConversation
 
 pytestmark = pytest.mark.django_db
 
 CHANGELIST = "admin:testapp_chatconversation_changelist"
+DELIVERIES = "admin:twilio_convlink_webhookdelivery_changelist"
 
 
 @pytest.fixture
@@ -123,3 +126,66 @@ def test_relink_action_cost_does_not_grow_with_the_selection(admin_client, booki
     with django_assert_max_num_queries(12):
         admin_client.post(reverse(CHANGELIST), {"action": "relink_selected", "_selected_action": pks})
     assert ChatConversation.objects.filter(booking=booking).count() == selected
+
+
+@pytest.fixture
+def staff_client(client, django_user_model):
+    """A client logged in as a staff member who holds only the given permissions."""
+    def staff_client(*codenames):
+        user = django_user_model.objects.create_user("clerk", password="clerk", is_staff=True)
+        user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+        client.force_login(user)
+        return client
+    return staff_client
+
+
+def test_a_view_only_user_can_neither_see_nor_run_the_relink_action(staff_client, booking):
+    conversation = ConversationFactory(customer_phone=CUSTOMER)
+    client = staff_client("view_chatconversation")
+    page = client.get(reverse(CHANGELIST))
+    assert page.status_code == 200 and conversation.conversation_sid in page.content.decode()
+    assert 'value="relink_selected"' not in page.content.decode()
+    client.post(reverse(CHANGELIST), {"action": "relink_selected", "_selected_action": [conversation.pk]})
+    conversation.refresh_from_db()
+    assert conversation.booking is None and conversation.link_method == ""
+
+
+def test_a_user_who_may_change_conversations_can_relink(staff_client, booking):
+    conversation = ConversationFactory(customer_phone=CUSTOMER)
+    client = staff_client("view_chatconversation", "change_chatconversation")
+    assert 'value="relink_selected"' in client.get(reverse(CHANGELIST)).content.decode()
+    response = client.post(reverse(CHANGELIST), {
+        "action": "relink_selected", "_selected_action": [conversation.pk]}, follow=True)
+    assert "1 of 1 unlinked conversation linked" in response.content.decode()
+    conversation.refresh_from_db()
+    assert conversation.booking == booking
+
+
+@pytest.fixture
+def failed_delivery():
+    data = payload("onMessageAdded_sms_from_customer")
+    return WebhookDelivery.objects.create(
+        event_type=data["EventType"], conversation_sid=data["ConversationSid"],
+        message_sid=data["MessageSid"], params=data, status="failed", error="database: gone away")
+
+
+def test_a_view_only_user_can_read_the_delivery_log_but_not_replay(staff_client, failed_delivery):
+    client = staff_client("view_webhookdelivery")
+    page = client.get(reverse(DELIVERIES))
+    assert page.status_code == 200 and failed_delivery.message_sid in page.content.decode()
+    assert 'value="replay_selected"' not in page.content.decode()
+    client.post(reverse(DELIVERIES), {"action": "replay_selected", "_selected_action": [failed_delivery.pk]})
+    failed_delivery.refresh_from_db()
+    assert (failed_delivery.status, failed_delivery.attempts) == ("failed", 0)
+    assert not ChatConversation.objects.exists()
+
+
+def test_a_user_who_may_change_deliveries_can_replay(staff_client, failed_delivery):
+    client = staff_client("change_webhookdelivery")
+    assert 'value="replay_selected"' in client.get(reverse(DELIVERIES)).content.decode()
+    response = client.post(reverse(DELIVERIES), {
+        "action": "replay_selected", "_selected_action": [failed_delivery.pk]}, follow=True)
+    assert "1 replayed, 0 failed again" in response.content.decode()
+    failed_delivery.refresh_from_db()
+    assert failed_delivery.status == "processed"
+    assert ChatConversation.objects.filter(conversation_sid=failed_delivery.conversation_sid).exists()

@@ -1,5 +1,6 @@
 """Behaviour 9: the management commands, as users type them."""
 
+import datetime
 import os
 import subprocess
 import sys
@@ -8,9 +9,11 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
+from django_twilio_convlink.models import WebhookDelivery
 from tests.conftest import CUSTOMER
-from tests.factories import ConversationFactory, GuestFactory, MessageFactory, ReservationFactory
+from tests.factories import ConversationFactory, GuestFactory, MessageFactory, ReservationFactory, payload
 from tests.testapp.models import ChatConversation
 
 pytestmark = pytest.mark.django_db
@@ -157,3 +160,37 @@ def test_detailed_status_names_webhook_url(settings):
 
 def test_rebuild_booking_phones_command(booking):
     assert "Indexed 1 booking phone(s)." in run("rebuild_booking_phones")
+
+
+@pytest.mark.parametrize("days", ["36501", "10000000", str(10**12), "-1"])
+def test_prune_refuses_a_retention_out_of_range(days):
+    with pytest.raises(CommandError, match=r"--days must be between 0 and 36500 \(a century\)"):
+        call_command("prune_twilio_webhooks", "--days", days, stdout=StringIO())
+
+
+def test_prune_accepts_a_century_the_longest_retention():
+    data = payload("onMessageAdded_sms_from_customer")
+    for age, token in ((36499, "younger"), (36501, "older")):
+        delivery = WebhookDelivery.objects.create(event_type=data["EventType"], params=data,
+                                                  status="processed", idempotency_token=token)
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(
+            received_at=timezone.now() - datetime.timedelta(days=age))
+    assert "Deleted 1 delivery older than 36500 days." in run("prune_twilio_webhooks", "--days", "36500")
+    assert list(WebhookDelivery.objects.values_list("idempotency_token", flat=True)) == ["younger"]
+
+
+def test_prune_names_the_setting_when_the_retention_setting_is_out_of_range(settings):
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "DELIVERY_RETENTION_DAYS": 10**7}
+    with pytest.raises(CommandError, match="DELIVERY_RETENTION_DAYS must be between 0 and 36500"):
+        call_command("prune_twilio_webhooks", stdout=StringIO())
+
+
+def test_a_huge_retention_is_a_usage_error_not_a_traceback_from_the_command_line():
+    # Refused before any database access, so the subprocess needs none.
+    result = subprocess.run(
+        [sys.executable, "-m", "django", "prune_twilio_webhooks", "--days", "10000000"],
+        capture_output=True, text=True, cwd=Path(__file__).parent.parent,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"})
+    assert result.returncode == 1
+    assert "--days must be between 0 and 36500" in result.stderr
+    assert "Traceback" not in result.stderr

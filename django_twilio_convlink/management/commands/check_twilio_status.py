@@ -21,7 +21,10 @@ from django.urls import NoReverseMatch, reverse
 from ... import get_conversation_model, get_message_model
 from ...conf import convlink_settings
 from ...deliveries import forged_today
-from ...models import DeliveryStatus, Direction, ForwardState, WebhookDelivery
+from ...models import DeliveryStatus, Direction, ForwardState, WebhookDelivery, incomplete
+
+# "received 0" would read as "nothing arrived".
+DELIVERY_LABELS = {DeliveryStatus.RECEIVED.value: "waiting to be processed"}
 
 
 def percent(part: int, whole: int) -> str:
@@ -112,14 +115,25 @@ class Command(BaseCommand):
             write("The webhook URL is not included in the URLconf "
                   '(add path("twilio/", include("django_twilio_convlink.urls"))).')
         write(f"Signature validation: {'on' if convlink_settings.VALIDATE_SIGNATURE else 'OFF'}")
+        unfinished = incomplete(failed=False)
         log = WebhookDelivery.objects.aggregate(
             **{state.value: Count("pk", filter=Q(status=state.value)) for state in DeliveryStatus},
-            oldest_failed=Min("received_at", filter=Q(status=DeliveryStatus.FAILED)))
-        counts = ", ".join(f"{state.value} {log[state.value]}" for state in DeliveryStatus)
+            oldest_failed=Min("received_at", filter=Q(status=DeliveryStatus.FAILED)),
+            unfinished=Count("pk", filter=unfinished),
+            oldest_unfinished=Min("received_at", filter=unfinished))
+        counts = ", ".join(f"{DELIVERY_LABELS.get(state.value, state.value)} {log[state.value]}"
+                           for state in DeliveryStatus)
         write(f"Deliveries logged: {counts}")
         if log["oldest_failed"]:
             write(f"Oldest failed delivery: {log['oldest_failed']:%Y-%m-%d %H:%M} "
                   "(replay with: manage.py replay_twilio_webhooks --failed)")
+        grace = convlink_settings.DELIVERY_UNFINISHED_AFTER
+        if log["unfinished"]:
+            write(f"Unfinished deliveries (still waiting {grace} s after they arrived; their worker "
+                  f"died): {log['unfinished']}, oldest {log['oldest_unfinished']:%Y-%m-%d %H:%M} "
+                  "(replay with: manage.py replay_twilio_webhooks --unfinished)")
+        else:
+            write(f"Unfinished deliveries (still waiting {grace} s after they arrived): 0")
         write(f"Forged or unsigned requests refused today: {forged_today()}")
 
         write("")

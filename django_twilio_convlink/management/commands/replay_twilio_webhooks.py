@@ -3,12 +3,17 @@
 Usage examples::
 
     manage.py replay_twilio_webhooks --failed                   # every failed delivery
+    manage.py replay_twilio_webhooks --unfinished               # every unfinished one
+    manage.py replay_twilio_webhooks --failed --unfinished      # both
     manage.py replay_twilio_webhooks --failed --since 2026-11-20
     manage.py replay_twilio_webhooks 1042 1043                  # by id
     manage.py replay_twilio_webhooks --failed --dry-run         # list, change nothing
 
-Replays are idempotent (a message stored once stays stored once). The command goes
-on past a failure, prints a summary and exits 1 when any replay failed.
+A delivery is unfinished when it is still "received" DELIVERY_UNFINISHED_AFTER
+seconds (default 300) after it arrived: the worker processing it was killed or timed
+out, and nothing of its event was written. Replays are idempotent (a message stored
+once stays stored once). The command goes on past a failure, prints a summary and
+exits 1 when any replay failed.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from ...deliveries import replay
-from ...models import DeliveryStatus, WebhookDelivery
+from ...models import WebhookDelivery
 
 
 def moment(value: str) -> datetime.datetime:
@@ -34,26 +39,29 @@ def moment(value: str) -> datetime.datetime:
 
 
 class Command(BaseCommand):
-    help = "Replay stored Twilio webhook deliveries (failed ones, or by id)."
+    help = "Replay stored Twilio webhook deliveries (failed or unfinished ones, or by id)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("ids", nargs="*", type=int, help="Delivery ids to replay.")
         parser.add_argument("--failed", action="store_true", help="Replay every failed delivery.")
+        parser.add_argument("--unfinished", action="store_true",
+                            help="Replay every unfinished delivery (still received after "
+                                 "DELIVERY_UNFINISHED_AFTER seconds: its worker died).")
         parser.add_argument("--since", help="Only deliveries received since this date (or date and time).")
         parser.add_argument("--dry-run", action="store_true", help="List what would be replayed.")
 
-    def handle(self, *args: Any, ids: list[int], failed: bool, since: str | None, dry_run: bool,
-               verbosity: int, **options: Any) -> None:
-        if not ids and not failed:
-            raise CommandError("Name delivery ids, or use --failed.")
+    def handle(self, *args: Any, ids: list[int], failed: bool, unfinished: bool, since: str | None,
+               dry_run: bool, verbosity: int, **options: Any) -> None:
+        if not ids and not failed and not unfinished:
+            raise CommandError("Name delivery ids, or use --failed and/or --unfinished.")
         qs = WebhookDelivery.objects.order_by("received_at", "pk")
         if ids:
             qs = qs.filter(pk__in=ids)
             missing = set(ids) - set(qs.values_list("pk", flat=True))
             if missing:
                 raise CommandError(f"No delivery with id {', '.join(map(str, sorted(missing)))}.")
-        if failed:
-            qs = qs.filter(status=DeliveryStatus.FAILED)
+        if failed or unfinished:
+            qs = qs.needing_replay(failed=failed, unfinished=unfinished)
         if since:
             qs = qs.filter(received_at__gte=moment(since))
         deliveries = list(qs)
