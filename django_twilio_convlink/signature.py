@@ -1,13 +1,26 @@
-"""X-Twilio-Signature: which URL Twilio signed, and whether the request carries its mark.
+"""Is this request Twilio's? Everything the view decides before it reads a delivery.
 
-The check always runs through the SDK's RequestValidator and never depends on DEBUG.
-When it fails, the reason and the URL used are returned so the view can log them: a
+``refusal`` checks, cheapest first: the declared body size, the URL Twilio signed, the
+X-Twilio-Signature header, the body, the signature. Nothing a client sends makes it
+raise. A Content-Length that is no number, a Host Django refuses, a port or a
+bracketed host no URL parser accepts, a body Django cannot parse: each is a refusal,
+which the view answers with a 4xx and counts. (``Host: 127.0.0.1:99999`` once made
+the SDK's URL parsing raise inside ``validate``: a 500 and an ERROR traceback that
+anyone could cause.)
+
+The signature check always runs through the SDK's RequestValidator and never depends
+on DEBUG. A refusal carries its reason and the URL used so the view can log them: a
 proxy that hides the public URL is the most common cause, and a bare 403 hides it.
 """
 
 from __future__ import annotations
 
-from django.http import HttpRequest
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+from django.core.exceptions import BadRequest, DisallowedHost, SuspiciousOperation
+from django.http import HttpRequest, QueryDict, UnreadablePostError
+from django.http.multipartparser import MultiPartParserError
 from twilio.request_validator import RequestValidator
 
 try:  # twilio 9.13+: webhook shared-key signing
@@ -20,13 +33,96 @@ from .conf import convlink_settings
 SIGNATURE_HEADER = "X-Twilio-Signature"
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why a request is refused before anything is stored: the status to answer, the
+    reason to log, the response body, and the URL validated against, once known."""
+
+    status: int
+    reason: str
+    message: str
+    url: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.reason} (validated against {self.url})" if self.url else self.reason
+
+
+# What Django's request parsing raises for a body it cannot read: too many fields or
+# files, over DATA_UPLOAD_MAX_MEMORY_SIZE (SuspiciousOperation), a form that is not
+# UTF-8 (BadRequest), broken multipart, a client gone mid-body (UnreadablePostError).
+UNPARSEABLE_BODY = (SuspiciousOperation, BadRequest, MultiPartParserError, UnreadablePostError)
+
+
 def webhook_url(request: HttpRequest) -> str:
     """The URL Twilio signed: WEBHOOK_URL when set, else the request's absolute URI.
 
     ``build_absolute_uri`` honours SECURE_PROXY_SSL_HEADER and USE_X_FORWARDED_HOST,
     so a site behind a TLS-terminating proxy that sets those needs no WEBHOOK_URL.
+    Raises DisallowedHost for a Host Django refuses (ALLOWED_HOSTS, RFC 1034/1035).
     """
     return convlink_settings.WEBHOOK_URL or request.build_absolute_uri()
+
+
+def refusal(request: HttpRequest) -> Refusal | None:
+    """None when the request may be processed, else why not: 413 for a body over
+    MAX_REQUEST_BYTES; 400 for a Content-Length that is no number of bytes, a Host
+    that makes no URL, a body Django cannot parse; 403 when the signature is missing
+    or wrong or nothing could verify it (fails closed). With VALIDATE_SIGNATURE off,
+    only the size and the body are checked.
+
+    Raises nothing for anything the client sent, and reads no database.
+    """
+    length = request.META.get("CONTENT_LENGTH") or "0"
+    # str.isdigit() is true for "²" and "١٢", which int() refuses or reads as a number;
+    # HTTP allows ASCII digits only.
+    if not (length.isascii() and length.isdigit()):
+        return Refusal(400, f"Content-Length {_clip(length)!r} is not a number of bytes",
+                       "Malformed Content-Length.")
+    digits = length.lstrip("0") or "0"
+    # Compared by length first: int() refuses over 4,300 digits (ValueError).
+    limit = convlink_settings.MAX_REQUEST_BYTES
+    if len(digits) > len(str(limit)) or int(digits) > limit:
+        return Refusal(413, f"body of {_clip(digits)} bytes is over MAX_REQUEST_BYTES",
+                       "Request body too large.")
+    if not convlink_settings.VALIDATE_SIGNATURE:
+        return _unparseable_body(request)
+    url = ""
+    try:
+        url = webhook_url(request)
+        # The SDK parses the URL and reads its port inside validate(); a port over
+        # 65535 or a bracketed host that is no IP address raises ValueError there.
+        urlparse(url).port  # noqa: B018
+    except DisallowedHost as exc:
+        return Refusal(400, _clip(str(exc), 300), "Invalid Host header.")
+    except ValueError as exc:
+        source = "WEBHOOK_URL" if convlink_settings.WEBHOOK_URL else "the URL built from the Host"
+        return Refusal(400, f"{source} {_clip(url)!r} cannot be parsed: {exc}", "Invalid Host header.")
+    signature = request.headers.get(SIGNATURE_HEADER)
+    if not signature:
+        return _forged(f"no {SIGNATURE_HEADER} header", url)
+    unparseable = _unparseable_body(request)
+    if unparseable:
+        return unparseable
+    failure = signature_failure(request, url, signature)
+    return _forged(failure, url) if failure else None
+
+
+def _forged(reason: str, url: str) -> Refusal:
+    return Refusal(403, reason, "Invalid Twilio signature.", url)
+
+
+def _unparseable_body(request: HttpRequest) -> Refusal | None:
+    try:
+        request.POST  # noqa: B018 (parsed once here, cached for the validator and the view)
+    except UNPARSEABLE_BODY as exc:
+        return Refusal(400, f"the body cannot be parsed: {type(exc).__name__}: {_clip(str(exc), 300)}",
+                       "Malformed request body.")
+    return None
+
+
+def _clip(text: str, limit: int = 100) -> str:
+    # Anything a client sent may be 128 KiB long; the log needs its start only.
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _as_list(value: str | list[str] | tuple[str, ...] | None) -> list[str]:
@@ -55,13 +151,11 @@ def _shared_key(settings_header: str) -> tuple[str | None, str | None]:
     return algorithm, (convlink_settings.WEBHOOK_SHARED_KEYS or {}).get(fields.get("key", ""))
 
 
-def signature_failure(request: HttpRequest, url: str) -> str | None:
-    """Why the request is not signed by Twilio for ``url``, or None when it is."""
-    if not convlink_settings.VALIDATE_SIGNATURE:
-        return None
-    signature = request.headers.get(SIGNATURE_HEADER)
-    if not signature:
-        return f"no {SIGNATURE_HEADER} header"
+def signature_failure(request: HttpRequest, url: str, signature: str) -> str | None:
+    """Why ``signature`` is not Twilio's for ``url`` and the request's parameters, or
+    None when it is. Expects a URL ``urlparse`` takes (``refusal`` checks it) and a
+    body Django parsed."""
+    params: QueryDict = request.POST
     settings_header = request.headers.get(SIGNATURE_SETTINGS_HEADER, "")
     if settings_header:
         # twilio 9.13+: "key=webhooks_sharedkey_...,algorithm=HMAC_SHA256" signs with
@@ -73,11 +167,11 @@ def signature_failure(request: HttpRequest, url: str) -> str | None:
             return f'the shared key named in {SIGNATURE_SETTINGS_HEADER} is not in WEBHOOK_SHARED_KEYS'
         secrets, options = [secret], {"algorithm": algorithm}
     else:
-        secrets, options = auth_tokens_for(request.POST.get("AccountSid", "")), {}
+        secrets, options = auth_tokens_for(params.get("AccountSid", "")), {}
         if not secrets:
             # Fail closed: without a token nothing can be verified (system check E007).
             return 'TWILIO_CONVLINK["AUTH_TOKEN"] is not set'
     for secret in secrets:
-        if RequestValidator(secret).validate(url, request.POST, signature, **options):
+        if RequestValidator(secret).validate(url, params, signature, **options):
             return None
     return f"{SIGNATURE_HEADER} does not match"

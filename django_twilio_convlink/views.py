@@ -12,11 +12,10 @@ from django.http import HttpRequest, HttpResponse
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from .conf import convlink_settings
 from .deliveries import count_forged, process_delivery, record_delivery
 from .events import InvalidPayload, RefusedEvent, parse_event
 from .models import DeliveryStatus
-from .signature import signature_failure, webhook_url
+from .signature import refusal
 
 logger = logging.getLogger(__name__)
 
@@ -50,18 +49,14 @@ class TwilioWebhookView(View):
         return HttpResponse(status=200)
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        # Cheap rejections first: nothing is read or written for an oversized or
-        # unsigned request, and neither is ever stored.
-        length = request.META.get("CONTENT_LENGTH") or "0"
-        if not length.isdigit() or int(length) > convlink_settings.MAX_REQUEST_BYTES:
-            logger.warning("Rejected Twilio webhook: body of %s bytes is over MAX_REQUEST_BYTES", length)
-            return _text("Request body too large.", 413)
-        url = webhook_url(request)
-        failure = signature_failure(request, url)
-        if failure:
+        # Cheap rejections first: nothing is written for an oversized, unreadable or
+        # unsigned request, and none is ever stored. Whatever it sends, the answer is
+        # a 4xx and a WARNING: a stranger must not be able to page anyone with 5xx.
+        refused = refusal(request)
+        if refused:
             count_forged()
-            logger.warning("Rejected Twilio webhook: %s (validated against %s)", failure, url)
-            return _text("Invalid Twilio signature.", 403)
+            logger.warning("Rejected Twilio webhook: %s", refused)
+            return _text(refused.message, refused.status)
 
         try:
             event = parse_event(request.POST)

@@ -48,10 +48,12 @@ from django.test import Client
 from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.extra.django import TestCase
+from hypothesis.provisional import domains
 from twilio.request_validator import RequestValidator
 
 from django_twilio_convlink import api, get_conversation_model, get_message_model
 from django_twilio_convlink.conf import convlink_settings
+from django_twilio_convlink.deliveries import forged_today
 from django_twilio_convlink.events import ConversationEvent, InvalidPayload, MessageEvent, parse_event
 from django_twilio_convlink.models import WebhookDelivery
 from django_twilio_convlink.persistence import conversation_fields
@@ -65,6 +67,7 @@ from tests.conftest import PAYLOADS, WEBHOOK_PATH
 SCALE = float(os.environ.get("CONVLINK_FUZZ_SCALE", "1"))
 ONE_FIELD_EXAMPLES = max(10, int(120 * SCALE))
 SEQUENCE_EXAMPLES = max(5, int(40 * SCALE))
+HOST_EXAMPLES = max(10, int(150 * SCALE))
 FUZZ_SETTINGS = partial(
     settings, deadline=None, database=None, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
@@ -489,3 +492,112 @@ def _grouped(pairs: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
     for key, value in pairs:
         grouped.setdefault(key, []).append(value)
     return list(grouped.items())
+
+
+# -- hosts -----------------------------------------------------------------------------
+# "Host: 127.0.0.1:99999" answered 500 on a live server: Django accepted the Host, the
+# SDK's URL parsing raised inside RequestValidator.validate. Any Host, X-Forwarded-Host
+# or X-Forwarded-Port must end as a 200 (signed for a URL Django and the SDK accept) or
+# a counted 4xx, never a 5xx, never an ERROR log.
+
+NAMES = st.one_of(
+    st.sampled_from(["testserver", "public.example.com", "127.0.0.1", "localhost", "[::1]", "[2001:db8::7]",
+                     "xn--bcher-kva.example", "TestServer", "example.com."]),
+    domains(),
+)
+VALID_HOSTS = st.one_of(NAMES, st.builds("{}:{}".format, NAMES, st.integers(1, 65535)))
+PORTS = st.one_of(st.integers(0, 10**30).map(str), INDEX)
+ODD_HOSTS = st.one_of(
+    ANY_TEXT,
+    # What a WSGI server hands over for UTF-8 bytes in a header: their latin-1 reading.
+    ANY_TEXT.map(lambda text: text.encode("utf-8", "surrogatepass").decode("latin-1")),
+    st.builds("{}:{}".format, NAMES, PORTS),
+    st.builds("{}{}".format, VALID_HOSTS, CONTROL | st.sampled_from(
+        [".", ":", "..", ":80:80", "/x", "@evil.test", ", evil.test", "#", "?", "%00", "\\", "]"])),
+    st.builds("[{}]".format, st.text(alphabet="0123456789abcdefABCDEF:.%", max_size=45)),
+    st.sampled_from([
+        "", ":", ":80", "[", "]", "[]", "[::1", "::1", "[a:b]", "[::1]:99999", "[:1.2.3.4]", "0",
+        "127.0.0.1:99999", "127.0.0.1:65536", "127.0.0.1:-1", "127.0.0.1:٨٠", "testserver:８０", "host:",
+        "ｔｅｓｔｓｅｒｖｅｒ", "host::80", "a" * 300, "a." * 200, "user@testserver", "http://testserver",
+        "testserver/path",
+    ]),
+    VALID_HOSTS,
+)
+# CommonMiddleware reads the Host before any view, and answers one Django refuses itself
+# (400, logged by Django at ERROR on django.security.DisallowedHost): the view never
+# sees it. Without it, every Host reaches the view, which is what is under test.
+VIEW_READS_THE_HOST = [m for m in django_settings.MIDDLEWARE
+                       if m != "django.middleware.common.CommonMiddleware"]
+
+
+def host_django_reads(host: str | None, forwarded_host: str | None, forwarded_port: str | None, *,
+                      use_forwarded_host: bool, use_forwarded_port: bool) -> str:
+    """The host HttpRequest.get_host() starts from (before deciding whether it accepts
+    it): the test signs for it, so that a 200 is possible wherever Django and the SDK
+    accept the URL."""
+    if use_forwarded_host and forwarded_host is not None:
+        return forwarded_host
+    if host is not None:
+        return host
+    port = forwarded_port if use_forwarded_port and forwarded_port is not None else "80"
+    return "testserver" if port == "80" else f"testserver:{port}"
+
+
+class HostFuzzTest(TestCase):
+    """Each example runs in its own transaction, rolled back after it."""
+
+    def post(self, *, host: str | None, forwarded_host: str | None = None, forwarded_port: str | None = None,
+             use_forwarded_host: bool = False, use_forwarded_port: bool = False, allowed_hosts=("*",)):
+        """POST a delivery signed for the URL built from the host Django reads; answer
+        (response, forged requests it added)."""
+        data = EVENTS[MESSAGE]
+        signed_host = host_django_reads(host, forwarded_host, forwarded_port,
+                                        use_forwarded_host=use_forwarded_host,
+                                        use_forwarded_port=use_forwarded_port)
+        signature = RequestValidator(django_settings.AUTH_TOKEN).compute_signature(
+            f"http://{signed_host}{WEBHOOK_PATH}", data)
+        headers = {"X-Twilio-Signature": signature}
+        for name, value in (("Host", host), ("X-Forwarded-Host", forwarded_host),
+                            ("X-Forwarded-Port", forwarded_port)):
+            if value is not None:
+                headers[name] = value
+        before = forged_today()
+        with self.settings(USE_X_FORWARDED_HOST=use_forwarded_host, USE_X_FORWARDED_PORT=use_forwarded_port,
+                           ALLOWED_HOSTS=list(allowed_hosts), MIDDLEWARE=VIEW_READS_THE_HOST), \
+                self.assertNoLogs(level="ERROR"):
+            response = Client(raise_request_exception=False).post(
+                WEBHOOK_PATH, data=urlencode(data), content_type="application/x-www-form-urlencoded",
+                headers=headers)
+        note(f"Host={host!r} X-Forwarded-Host={forwarded_host!r} X-Forwarded-Port={forwarded_port!r} "
+             f"-> {response.status_code} {response.content[:300]!r}")
+        return response, forged_today() - before
+
+    @FUZZ_SETTINGS(max_examples=HOST_EXAMPLES)
+    @example(host="127.0.0.1:99999", forwarded_host=None, forwarded_port=None, use_forwarded_host=False,
+             use_forwarded_port=False, allowed_hosts=["*"])
+    @example(host="testserver", forwarded_host="127.0.0.1:99999", forwarded_port=None,
+             use_forwarded_host=True, use_forwarded_port=False, allowed_hosts=["*"])
+    @example(host=None, forwarded_host=None, forwarded_port="99999", use_forwarded_host=False,
+             use_forwarded_port=True, allowed_hosts=["*"])
+    @example(host="[a:b]", forwarded_host=None, forwarded_port=None, use_forwarded_host=False,
+             use_forwarded_port=False, allowed_hosts=["*"])
+    @example(host="evil.test", forwarded_host=None, forwarded_port=None, use_forwarded_host=False,
+             use_forwarded_port=False, allowed_hosts=["testserver"])
+    @given(host=st.none() | ODD_HOSTS, forwarded_host=st.none() | ODD_HOSTS, forwarded_port=st.none() | PORTS,
+           use_forwarded_host=st.booleans(), use_forwarded_port=st.booleans(),
+           allowed_hosts=st.sampled_from([["*"], ["testserver", ".example.com"]]))
+    def test_any_host_is_answered_without_a_5xx_or_an_error_log(self, **request):
+        response, counted = self.post(**request)
+        assert response.status_code in (200, 400, 403), (
+            f"{response.status_code}:\n{describe_failure(response, 0)}")
+        assert counted == (0 if response.status_code == 200 else 1), counted
+
+    @FUZZ_SETTINGS(max_examples=max(10, HOST_EXAMPLES // 3))
+    @given(host=VALID_HOSTS, forwarded=st.booleans())
+    def test_signed_request_for_a_valid_host_is_accepted(self, host, forwarded):
+        if forwarded:
+            response, counted = self.post(host="proxy.internal:8080", forwarded_host=host,
+                                          use_forwarded_host=True)
+        else:
+            response, counted = self.post(host=host)
+        assert (response.status_code, counted) == (200, 0), response.content[:300]

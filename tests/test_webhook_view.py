@@ -8,6 +8,7 @@ from django.db import connection
 from django.test import Client, override_settings
 from twilio.request_validator import RequestValidator
 
+from django_twilio_convlink.deliveries import forged_today
 from tests.conftest import WEBHOOK_PATH, TwilioClient, payload
 from tests.testapp.models import ChatConversation, ChatMessage
 
@@ -165,3 +166,144 @@ def test_atomic_requests_does_not_wrap_the_view(monkeypatch, captured_sql):
         response = TwilioClient().webhook(payload("onMessageAdded_sms_from_customer"))
     assert response.status_code == 200
     assert not [q for q in capture.sql if "SAVEPOINT" in q.upper()]
+
+
+# -- Requests that break before the signature is known -------------------------------
+# Found by an attack on a live server: "Host: 127.0.0.1:99999" made the SDK's URL parsing
+# raise inside RequestValidator.validate, and "Content-Length: ²" passed str.isdigit()
+# and failed int(). Each was a 500 with an ERROR traceback, not counted as forged:
+# anyone could inflate a site's 5xx alerts. Each must be a counted 4xx logged at WARNING.
+
+MESSAGE = "onMessageAdded_sms_from_customer"
+# CommonMiddleware reads the Host before any view, and Django answers a Host it refuses
+# there itself; without it the view is the first to read the Host, as on a site that
+# does not use CommonMiddleware.
+VIEW_READS_THE_HOST = [m for m in settings.MIDDLEWARE if m != "django.middleware.common.CommonMiddleware"]
+
+
+def post_refused(caplog, *, signed_url: str | None = None, data: dict[str, str] | None = None, **request):
+    """POST a delivery signed for ``signed_url`` (the URL Django would build) and answer
+    (response, how many forged requests it added, its records at ERROR or above)."""
+    data = data or payload(MESSAGE)
+    before = forged_today()
+    with caplog.at_level(logging.WARNING):
+        response = TwilioClient(raise_request_exception=False).webhook(data, signed_url=signed_url, **request)
+    errors = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.ERROR]
+    return response, forged_today() - before, errors
+
+
+def assert_refused(caplog, response, counted: int, errors: list[str], status: int, reason: str) -> None:
+    assert response.status_code == status, response.content
+    assert counted == 1
+    assert errors == []
+    warnings = [r.getMessage() for r in caplog.records
+                if r.name.startswith("django_twilio_convlink") and r.levelno == logging.WARNING]
+    assert any(reason in warning for warning in warnings), warnings
+    assert nothing_written()
+
+
+def test_port_out_of_range_in_host_is_refused_and_counted(caplog):
+    host = "127.0.0.1:99999"
+    response, counted, errors = post_refused(caplog, signed_url=f"http://{host}{WEBHOOK_PATH}",
+                                             headers={"Host": host})
+    assert_refused(caplog, response, counted, errors, 400, "Port out of range")
+
+
+def test_port_out_of_range_in_forwarded_host_is_refused_and_counted(caplog, settings):
+    settings.USE_X_FORWARDED_HOST = True
+    host = "127.0.0.1:99999"
+    response, counted, errors = post_refused(caplog, signed_url=f"http://{host}{WEBHOOK_PATH}",
+                                             headers={"X-Forwarded-Host": host})
+    assert_refused(caplog, response, counted, errors, 400, "Port out of range")
+
+
+def test_port_out_of_range_in_forwarded_port_is_refused_and_counted(caplog, settings):
+    # Without a Host header Django builds the host from SERVER_NAME and the port.
+    settings.USE_X_FORWARDED_PORT = True
+    response, counted, errors = post_refused(caplog, signed_url=f"http://testserver:99999{WEBHOOK_PATH}",
+                                             headers={"X-Forwarded-Port": "99999"})
+    assert_refused(caplog, response, counted, errors, 400, "Port out of range")
+
+
+def test_bracketed_host_that_is_no_ip_address_is_refused_and_counted(caplog):
+    # Django's host pattern takes "[a:b]" for an IPv6 address; Python's URL parser does not.
+    response, counted, errors = post_refused(caplog, signed_url=f"http://[a:b]{WEBHOOK_PATH}",
+                                             headers={"Host": "[a:b]"})
+    assert_refused(caplog, response, counted, errors, 400, "does not appear to be an IPv4 or IPv6 address")
+
+
+@pytest.mark.parametrize("length", [
+    "²", "١٢", "１２", "-1", " 12", "12 ", "+12", "0x10", "1_000", "1e3", "12, 12"])
+def test_content_length_that_is_no_number_of_bytes_is_refused_and_counted(caplog, length):
+    response, counted, errors = post_refused(caplog, CONTENT_LENGTH=length)
+    assert_refused(caplog, response, counted, errors, 400, "is not a number of bytes")
+
+
+def test_oversized_body_is_refused_and_counted(caplog, settings):
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "MAX_REQUEST_BYTES": 1000}
+    response, counted, errors = post_refused(caplog, data=payload(MESSAGE, Body="x" * 2000))
+    assert_refused(caplog, response, counted, errors, 413, "over MAX_REQUEST_BYTES")
+
+
+def test_content_length_longer_than_int_reads_is_over_the_limit(caplog):
+    # int() refuses more than 4,300 digits (ValueError), str.isdigit() does not.
+    response, counted, errors = post_refused(caplog, CONTENT_LENGTH="9" * 5000)
+    assert_refused(caplog, response, counted, errors, 413, "over MAX_REQUEST_BYTES")
+
+
+@pytest.mark.parametrize("host", ["rentals.example.com.evil.test", "a b", "", "host:", "tëst", "x/y", "[::1"])
+def test_host_django_refuses_is_refused_by_the_view_and_counted(caplog, settings, host):
+    settings.ALLOWED_HOSTS = ["rentals.example.com", "testserver"]
+    settings.MIDDLEWARE = VIEW_READS_THE_HOST
+    response, counted, errors = post_refused(caplog, headers={"Host": host})
+    assert_refused(caplog, response, counted, errors, 400, "Invalid HTTP_HOST header")
+
+
+def test_forwarded_host_django_refuses_is_refused_by_the_view_and_counted(caplog, settings):
+    settings.USE_X_FORWARDED_HOST = True
+    settings.MIDDLEWARE = VIEW_READS_THE_HOST
+    response, counted, errors = post_refused(caplog, headers={"X-Forwarded-Host": "evil.test, testserver"})
+    assert_refused(caplog, response, counted, errors, 400, "Invalid HTTP_HOST header")
+
+
+def multipart(*parts: str) -> str:
+    return "".join(f"--b\r\n{part}\r\n" for part in parts) + "--b--\r\n"
+
+
+def file_part(content: str, encoding: str = "8bit") -> str:
+    return (f'Content-Disposition: form-data; name="f"; filename="f.txt"\r\n'
+            f"Content-Transfer-Encoding: {encoding}\r\n\r\n{content}")
+
+
+MULTIPART = "multipart/form-data; boundary=b"
+
+
+@pytest.mark.parametrize(("body", "content_type", "reason"), [
+    ("&".join(f"f{i}=1" for i in range(1001)), "application/x-www-form-urlencoded", "TooManyFieldsSent"),
+    (multipart(*[f'Content-Disposition: form-data; name="f{i}"\r\n\r\n1' for i in range(1001)]), MULTIPART,
+     "TooManyFieldsSent"),
+    (multipart(*[file_part("x")] * 101), MULTIPART, "TooManyFilesSent"),
+    (multipart(file_part("not base64!", "base64")), MULTIPART, "Could not decode base64 data"),
+    ("--x\r\n", "multipart/form-data", "Invalid boundary in multipart"),
+    ("--x\r\n", "multipart/form-data; boundary=\x7f", "Invalid boundary in multipart"),
+    ("AccountSid=AC1", "application/x-www-form-urlencoded; charset=latin-1", "must be UTF-8 encoded"),
+])
+def test_body_django_cannot_parse_is_refused_and_counted(caplog, body, content_type, reason):
+    before = forged_today()
+    with caplog.at_level(logging.WARNING):
+        response = Client(raise_request_exception=False).post(
+            WEBHOOK_PATH, data=body, content_type=content_type, headers={"X-Twilio-Signature": "c2lnbmVk"})
+    errors = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.ERROR]
+    assert_refused(caplog, response, forged_today() - before, errors, 400, reason)
+
+
+def test_body_over_django_memory_limit_is_refused_and_counted(caplog, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    response, counted, errors = post_refused(caplog, data=payload(MESSAGE, Body="x" * 2000))
+    assert_refused(caplog, response, counted, errors, 400, "RequestDataTooBig")
+
+
+def test_a_signed_request_is_not_counted_as_forged(twilio_client):
+    before = forged_today()
+    assert twilio_client.webhook(payload(MESSAGE)).status_code == 200
+    assert forged_today() == before
