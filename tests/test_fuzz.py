@@ -601,3 +601,81 @@ class HostFuzzTest(TestCase):
         else:
             response, counted = self.post(host=host)
         assert (response.status_code, counted) == (200, 0), response.content[:300]
+
+
+# --- Events about data they do not own -----------------------------------------------------
+
+OWNERSHIP_EXAMPLES = max(10, int(60 * SCALE))
+MAIN_ACCOUNT = EVENTS[MESSAGE]["AccountSid"]
+SUBACCOUNT = "AC" + "5" * 32
+SUBACCOUNT_TOKEN = "fuzz-subaccount-token"
+# Two stored conversations (the main account's, the sub-account's), a message in each.
+STORED = {"main": ("CH" + "a" * 32, "IM" + "a" * 32, MAIN_ACCOUNT),
+          "sub": ("CH" + "b" * 32, "IM" + "b" * 32, SUBACCOUNT)}
+ORIGINAL_BODY = "as the customer wrote it"
+
+
+class OwnershipFuzzTest(TestCase):
+    """Signed events of any message type, naming any stored or unknown conversation and
+    message, for the main account (under its own or another main AccountSid) or the
+    sub-account: a stored message never moves, never changes unless the event names
+    its own conversation for its own account, and nothing lands in a conversation of
+    another account. Each example runs in its own transaction, rolled back after it."""
+
+    def setUp(self) -> None:
+        Conversation, Message = get_conversation_model(), get_message_model()
+        for conversation_sid, message_sid, account in STORED.values():
+            conversation = Conversation._default_manager.create(conversation_sid=conversation_sid,
+                                                                account_sid=account)
+            Message._default_manager.create(message_sid=message_sid, conversation=conversation,
+                                            author="+14155550142", body=ORIGINAL_BODY, direction="inbound")
+
+    @FUZZ_SETTINGS(max_examples=OWNERSHIP_EXAMPLES)
+    @given(st.lists(st.tuples(
+        st.sampled_from(["onMessageAdded", "onMessageUpdated", "onMessageRemoved"]),
+        st.sampled_from(["main", "sub", "unknown"]),  # the conversation the event names
+        st.sampled_from(["main", "sub", "new"]),  # the message it names
+        st.sampled_from([MAIN_ACCOUNT, "AC" + "c" * 32, SUBACCOUNT]),  # its AccountSid (signer)
+    ), min_size=1, max_size=4))
+    def test_events_change_only_what_their_account_and_conversation_own(self, events):
+        with self.settings(TWILIO_CONVLINK={**django_settings.TWILIO_CONVLINK, "GROUP_CHAT": False,
+                                            "SUBACCOUNT_AUTH_TOKENS": {SUBACCOUNT: SUBACCOUNT_TOKEN}}):
+            before = self.messages()
+            for event_type, named_conversation, named_message, account in events:
+                conversation_sid = (STORED[named_conversation][0] if named_conversation != "unknown"
+                                    else "CH" + "d" * 32)
+                message_sid = STORED[named_message][1] if named_message != "new" else "IM" + "e" * 32
+                data = {**EVENTS["onMessageUpdated"], "EventType": event_type, "AccountSid": account,
+                        "ConversationSid": conversation_sid, "MessageSid": message_sid,
+                        "Body": "rewritten", "DateUpdated": "2030-01-01T00:00:00Z"}
+                token = SUBACCOUNT_TOKEN if account == SUBACCOUNT else django_settings.AUTH_TOKEN
+                signature = RequestValidator(token).compute_signature(SIGNED_URL, data)
+                response = Client().post(WEBHOOK_PATH, data=urlencode(data),
+                                         content_type="application/x-www-form-urlencoded",
+                                         headers={"X-Twilio-Signature": signature})
+                note(f"{event_type} {named_conversation}/{named_message} as {account} -> "
+                     f"{response.status_code} {response.content[:200]!r}")
+                assert response.status_code in (200, 400, 403), response.status_code
+                owner = SUBACCOUNT if account == SUBACCOUNT else MAIN_ACCOUNT
+                after = self.messages()
+                for sid, (conversation, account_sid, state) in after.items():
+                    if sid not in before:  # created by this event: where it said, for its account
+                        assert (conversation, owner_of(account_sid)) == (conversation_sid, owner), (
+                            f"{sid} filed under {conversation} of {account_sid}")
+                        continue
+                    assert conversation == before[sid][0], f"{sid} moved"
+                    if state != before[sid][2]:
+                        assert (sid, conversation, owner) == (message_sid, conversation_sid,
+                                                              owner_of(account_sid)), (
+                            f"{sid} changed by {event_type} of {conversation_sid} as {account}")
+                before = after
+
+    def messages(self) -> dict[str, tuple[str, str, tuple]]:
+        """message SID -> (conversation SID, its account, (body, removed))."""
+        return {m.message_sid: (m.conversation.conversation_sid, m.conversation.account_sid,
+                                (m.body, m.date_removed))
+                for m in get_message_model()._default_manager.select_related("conversation")}
+
+
+def owner_of(account_sid: str) -> str:
+    return SUBACCOUNT if account_sid == SUBACCOUNT else MAIN_ACCOUNT

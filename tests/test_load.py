@@ -23,7 +23,6 @@ import os
 import random
 import re
 import secrets
-import subprocess
 import threading
 import time
 import uuid
@@ -31,8 +30,7 @@ from collections import Counter, defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from urllib.parse import parse_qs, quote, urlencode
+from urllib.parse import parse_qs, urlencode
 
 import pytest
 from django.conf import settings
@@ -44,12 +42,11 @@ from django_twilio_convlink.models import WebhookDelivery
 from django_twilio_convlink.testing import signature
 from tests.conftest import WEBHOOK_PATH, payload
 from tests.factories import GuestFactory, ReservationFactory, sid
-from tests.processes import children, cpu_seconds, free_port, gunicorn_command, stop
+from tests.processes import children, cpu_seconds, gunicorn, site_environment
 from tests.testapp.models import ChatConversation, ChatMessage
 
 pytestmark = [pytest.mark.concurrency, pytest.mark.django_db(transaction=True)]
 
-ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 4
 CLIENTS = 16
 CUSTOMERS = 200
@@ -58,7 +55,6 @@ REPLIES = 1  # per customer, by the assistant: outbound, never forwarded
 REDELIVERY_SHARE = 0.2  # of all deliveries sent
 BATCH = 2  # customers whose events are shuffled together (so they race each other)
 REDELIVERY_SPREAD = 48  # a redelivery goes out at most this many places after its original
-START_TIMEOUT = 30
 REQUEST_TIMEOUT = 30
 LOAD_TIMEOUT = 240  # the whole run of deliveries: 30-50 s on an idle 2-core machine
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2  # the one tests/settings_load.py gives the SDK
@@ -233,70 +229,6 @@ def fake_twilio():
         thread.join(timeout=5)
 
 
-# --- gunicorn ------------------------------------------------------------------------------
-
-def database_url_of_this_run() -> str:
-    """DATABASE_URL for the database this pytest run's connection uses (test_...)."""
-    s = connection.settings_dict
-    scheme = {"postgresql": "postgres", "mysql": "mysql"}[connection.vendor]
-    auth = quote(s["USER"] or "", safe="")
-    if s["PASSWORD"]:
-        auth += ":" + quote(s["PASSWORD"], safe="")
-    port = f":{s['PORT']}" if s["PORT"] else ""
-    return f"{scheme}://{auth}@{s['HOST']}{port}/{quote(s['NAME'], safe='')}"
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen
-    port: int
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{WEBHOOK_PATH}"
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def check_alive(self) -> None:
-        if self.process.poll() is not None:
-            pytest.fail(f"gunicorn exited with {self.process.returncode}:\n{self.log_text()[-20000:]}")
-
-
-@contextmanager
-def gunicorn(env: dict[str, str], log: Path):
-    port = free_port()
-    command = gunicorn_command("tests.wsgi:application", workers=WORKERS, port=port)
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)
-    server = Server(process, port, log)
-    try:
-        wait_until_serving(server)
-        yield server
-    finally:
-        stop(process)
-
-
-def wait_until_serving(server: Server) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        server.check_alive()
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=2)
-            conn.request("HEAD", WEBHOOK_PATH)
-            status = conn.getresponse().status
-            conn.close()
-            if status == 200 and len(children(server.process.pid)) == WORKERS:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    server.check_alive()
-    pytest.fail(f"gunicorn did not serve within {START_TIMEOUT} s:\n{server.log_text()[-20000:]}")
-
-
 # --- The deliveries --------------------------------------------------------------------------
 
 @dataclass
@@ -459,11 +391,9 @@ def test_two_thousand_deliveries_on_four_workers(tmp_path):
         ReservationFactory(guest=GuestFactory(mobile=f"(415) 555-{1000 + number:04d}"))
 
     with fake_twilio() as twilio:
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings_load",
-               "DATABASE_URL": database_url_of_this_run(), "FAKE_TWILIO_URL": twilio.url,
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-               "PYTHONUNBUFFERED": "1"}
-        with gunicorn(env, tmp_path / "gunicorn.log") as server:
+        env = site_environment("tests.settings_load", FAKE_TWILIO_URL=twilio.url)
+        with gunicorn("tests.wsgi:application", env, tmp_path / "gunicorn.log", workers=WORKERS,
+                      path=WEBHOOK_PATH) as server:
             customers, deliveries = plan(rng, server.url)
             workers = children(server.process.pid)
             cpu_before = cpu_seconds(workers)
