@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import math
 import re
 from collections.abc import Mapping
@@ -18,6 +19,8 @@ from typing import Any
 from django.utils.dateparse import parse_datetime
 
 from .conf import convlink_settings
+
+logger = logging.getLogger(__name__)
 
 CONVERSATION_SID = re.compile(r"^CH[0-9a-fA-F]{32}$")
 MESSAGE_SID = re.compile(r"^IM[0-9a-fA-F]{32}$")
@@ -218,6 +221,21 @@ def _text(data: Mapping[str, str], name: str, max_length: int) -> str:
     return value
 
 
+# Twilio's conversation states (conversation_enum_state in its OpenAPI description).
+STATES = frozenset({"initializing", "active", "inactive", "closed"})
+
+
+def _state(data: Mapping[str, str]) -> str:
+    """StateTo (a state change) or State, when it is one of Twilio's states; else ""
+    so the stored state stays. An unknown value is logged, not refused: Twilio adds
+    values without notice, and the rest of the event is still good."""
+    raw = data.get("StateTo", "") or data.get("State", "")
+    if not raw or raw in STATES:
+        return raw
+    logger.warning("Ignored unknown conversation state %r of %s", raw[:40], data.get("ConversationSid", "?"))
+    return ""
+
+
 def parse_event(data: Mapping[str, str]) -> Event:
     """Turn a webhook's POST data (a QueryDict or dict of strings) into an event."""
     values = (v for _, vs in data.lists() for v in vs) if hasattr(data, "lists") else data.values()
@@ -254,7 +272,7 @@ def parse_event(data: Mapping[str, str]) -> Event:
             account_sid=_sid(data, "AccountSid", ACCOUNT_SID, required=False),
             friendly_name=_text(data, "FriendlyName", 256),
             unique_name=_text(data, "UniqueName", 256),
-            state=_text(data, "StateTo", 20) or _text(data, "State", 20),
+            state=_state(data),
             chat_service_sid=_sid(data, "ChatServiceSid", SERVICE_SID, required=False),
             messaging_service_sid=_sid(data, "MessagingServiceSid", SERVICE_SID, required=False),
             attributes=_json(data, "Attributes", {}),

@@ -58,7 +58,8 @@ def handle_message_event(event: MessageEvent, then: Callable[[], None] = _nothin
         if conversation is None:
             conversation, _ = save_conversation_to_db(event.conversation_sid, absent=True,
                                                       account_sid=event.account_sid)
-        forward = wants_forward(conversation, event.author)
+        # A message whose first news is its removal was taken back: never forwarded.
+        forward = event.event_type != "onMessageRemoved" and wants_forward(conversation, event.author)
         message, created = save_message_to_db(conversation, event, forward=forward, stored=stored)
         if created:
             if forward:

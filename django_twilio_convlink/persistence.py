@@ -200,7 +200,9 @@ def save_message_to_db(
             index=event.index,
             date_created=event.date_created,
             date_updated=event.date_updated,
-            date_removed=event.date_removed,
+            # A removal whose onMessageAdded has not arrived yet is still a removal.
+            date_removed=(removal_time(event) if event.event_type == "onMessageRemoved"
+                          else event.date_removed),
             source=event.source,
             participant_sid=event.participant_sid,
             attributes=event.attributes,
@@ -218,9 +220,19 @@ def save_message_to_db(
         message.save(update_fields=["body", "attributes", "media", "date_updated", "updated_at"])
     elif event.event_type == "onMessageRemoved":
         # The row and its body stay: the removal is recorded, the customer's words kept.
-        message.date_removed = event.date_removed or event.date_updated or timezone.now()
-        message.save(update_fields=["date_removed", "updated_at"])
+        message.date_removed = removal_time(event)
+        fields = ["date_removed", "updated_at"]
+        if message.forward_state in (ForwardState.PENDING, ForwardState.FAILED):
+            # Not posted yet, and now taken back by the customer: nobody gets to read
+            # it in the group chat. (A forward already "sending" may be posted.)
+            message.forward_state, message.forward_retry_at = "", None
+            fields += ["forward_state", "forward_retry_at"]
+        message.save(update_fields=fields)
     return message, False
+
+
+def removal_time(event: MessageEvent) -> datetime.datetime:
+    return event.date_removed or event.date_updated or timezone.now()
 
 
 def conversation_fields(event: ConversationEvent) -> dict[str, Any]:

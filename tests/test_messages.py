@@ -229,3 +229,53 @@ def test_older_conversation_update_arriving_late_is_ignored(twilio_client):
     assert ChatConversation.objects.get().state == "inactive"
     twilio_client.webhook(updated("Renamed", "2026-11-20T21:00:00Z"))
     assert ChatConversation.objects.get().friendly_name == "Renamed"
+
+
+@pytest.mark.parametrize("date_removed, date_updated, expected", [
+    ("2026-11-20T13:50:00Z", "2026-11-20T13:49:00Z", "2026-11-20T13:50:00+00:00"),
+    ("", "2026-11-20T13:49:00Z", "2026-11-20T13:49:00+00:00"),
+    ("", "", None),
+])
+def test_a_removal_that_overtakes_its_message_is_stored_removed_and_never_forwarded(
+        twilio_client, api_outbox, date_removed, date_updated, expected):
+    removed = payload("onMessageRemoved", Author=CUSTOMER, DateRemoved=date_removed, DateUpdated=date_updated)
+    assert twilio_client.webhook(removed).status_code == 200
+    added = payload("onMessageAdded_sms_from_customer", MessageSid=removed["MessageSid"],
+                    ConversationSid=removed["ConversationSid"], Author=CUSTOMER)
+    assert twilio_client.webhook(added).status_code == 200
+    message = ChatMessage.objects.get()
+    assert message.is_removed and message.forward_state == ""
+    if expected:
+        assert message.date_removed.isoformat() == expected
+    assert not [call for call in api_outbox if call.method == "send_message"]
+    assert not ChatConversation.objects.filter(is_group_chat=True).exists()
+
+
+def test_a_removal_before_the_forward_ran_cancels_it(twilio_client, api_outbox, settings):
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "TASK_BACKEND": "dummy"}  # the task waits
+    added = payload("onMessageAdded_sms_from_customer", Author=CUSTOMER)
+    twilio_client.webhook(added)
+    assert ChatMessage.objects.get().forward_state == "pending"
+    twilio_client.webhook(payload("onMessageRemoved", MessageSid=added["MessageSid"],
+                                  ConversationSid=added["ConversationSid"]))
+    message = ChatMessage.objects.get()
+    assert message.is_removed and (message.forward_state, message.forward_retry_at) == ("", None)
+    from django_twilio_convlink.group_chat import forward_customer_message
+
+    assert forward_customer_message(message.pk) == ""  # the late task finds nothing to do
+    assert not [call for call in api_outbox if call.method == "send_message"]
+
+
+@pytest.mark.parametrize("field", ["StateTo", "State"])
+def test_an_unknown_state_is_logged_and_the_known_one_kept(twilio_client, caplog, field):
+    twilio_client.webhook(payload("onConversationAdded_sms_autocreated", State="active"))
+    data = payload("onConversationStateUpdated", StateTo="archived-ish", StateUpdated="2026-11-20T20:00:00Z")
+    if field == "State":
+        data = payload("onConversationAdded_sms_autocreated", EventType="onConversationUpdated",
+                       State="archived-ish", FriendlyName="Renamed", DateUpdated="2026-11-20T20:00:00Z")
+    assert twilio_client.webhook(data).status_code == 200
+    conversation = ChatConversation.objects.get()
+    assert conversation.state == "active"
+    assert "unknown conversation state 'archived-ish'" in caplog.text
+    if field == "State":
+        assert conversation.friendly_name == "Renamed"  # the rest of the event applies
