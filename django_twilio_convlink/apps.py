@@ -14,10 +14,10 @@ class TwilioConvlinkConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, signals  # noqa: F401  (registers the system checks)
+        from . import checks, receivers  # noqa: F401  (registers the system checks)
 
         try:
-            signals.connect()
+            receivers.connect()
         except (ImproperlyConfigured, FieldDoesNotExist, LookupError) as exc:
             # The system checks report the setting precisely; starting up must not
             # crash first with a less helpful traceback.

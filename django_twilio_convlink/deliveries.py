@@ -30,6 +30,7 @@ from django.db.models import F, Q
 from django.http import HttpRequest, QueryDict
 from django.utils import timezone
 
+from . import signals
 from .events import Event, InvalidPayload, RefusedEvent, parse_event
 from .handlers import handle_event
 from .models import DeliveryStatus, WebhookDelivery, incomplete
@@ -108,18 +109,27 @@ def _same_delivery(delivery: WebhookDelivery) -> Q:
                                  status__in=[DeliveryStatus.FAILED, DeliveryStatus.RECEIVED])
 
 
-def process_delivery(delivery: WebhookDelivery, event: Event) -> None:
+def process_delivery(delivery: WebhookDelivery, event: Event, *, origin: str = "webhook") -> None:
     """Apply the event; mark the delivery processed, or refused / failed and re-raise.
 
     ``BaseException``, not ``Exception``: gunicorn aborts a worker that runs out of
     time with SystemExit (and a signal can raise KeyboardInterrupt) in the middle of
     processing; the row must say so before the process goes. Only SIGKILL leaves it
     ``received``, to be found as unfinished later.
+
+    Signals: ``event_received`` after the commit of a processed delivery,
+    ``delivery_failed`` once its failure is recorded (not for an interrupted process,
+    which is on its way out). ``origin`` ("webhook", "replay") goes to the message
+    signals.
     """
     try:
-        handle_event(event, then=partial(_mark_processed, delivery))
+        handle_event(event, then=partial(_mark_processed, delivery), origin=origin)
     except RefusedEvent as exc:
         mark_refused(delivery, exc)
+        raise
+    except Exception as exc:
+        mark_failed(delivery, exc)
+        signals.send_robust(signals.delivery_failed, WebhookDelivery, delivery=delivery, exception=exc)
         raise
     except BaseException as exc:
         mark_failed(delivery, exc)
@@ -129,6 +139,8 @@ def process_delivery(delivery: WebhookDelivery, event: Event) -> None:
 def _mark_processed(delivery: WebhookDelivery) -> None:
     WebhookDelivery.objects.filter(_same_delivery(delivery)).update(
         status=DeliveryStatus.PROCESSED, processed_at=timezone.now())
+    signals.send_after_commit(signals.event_received, WebhookDelivery, delivery=delivery,
+                              event_type=delivery.event_type, params=delivery.params)
 
 
 def mark_refused(delivery: WebhookDelivery, exc: RefusedEvent) -> None:
@@ -207,7 +219,7 @@ def replay(deliveries: Iterable[WebhookDelivery], *, dry_run: bool = False) -> R
         WebhookDelivery.objects.filter(pk=delivery.pk).update(attempts=F("attempts") + 1)
         delivery.attempts += 1  # a replay may settle earlier copies too (_same_delivery)
         try:
-            process_delivery(delivery, event)
+            process_delivery(delivery, event, origin="replay")
         except RefusedEvent as exc:
             report.rejected.append((delivery.pk, str(exc)))
         except Exception as exc:

@@ -39,7 +39,8 @@ def _nothing() -> None:
     pass
 
 
-def handle_message_event(event: MessageEvent, then: Callable[[], None] = _nothing) -> None:
+def handle_message_event(event: MessageEvent, then: Callable[[], None] = _nothing,
+                         origin: str = "webhook") -> None:
     """Store the message of ``event``; ``then`` runs in the same transaction when there
     is one, or alone when there is nothing to write (a redelivery)."""
     conversation, stored_in = find_conversation(event.conversation_sid, event.message_sid)
@@ -60,7 +61,8 @@ def handle_message_event(event: MessageEvent, then: Callable[[], None] = _nothin
                                                       account_sid=event.account_sid)
         # A message whose first news is its removal was taken back: never forwarded.
         forward = event.event_type != "onMessageRemoved" and wants_forward(conversation, event.author)
-        message, created = save_message_to_db(conversation, event, forward=forward, stored=stored)
+        message, created = save_message_to_db(conversation, event, forward=forward, stored=stored,
+                                              origin=origin)
         if created:
             if forward:
                 from .tasks import enqueue_forward  # the tasks framework loads on first use
@@ -76,7 +78,8 @@ def handle_message_event(event: MessageEvent, then: Callable[[], None] = _nothin
         then()
 
 
-def handle_conversation_event(event: ConversationEvent, then: Callable[[], None] = _nothing) -> None:
+def handle_conversation_event(event: ConversationEvent, then: Callable[[], None] = _nothing,
+                              origin: str = "webhook") -> None:
     with transaction.atomic():
         _store_conversation_event(event)
         then()
@@ -95,7 +98,7 @@ def _store_conversation_event(event: ConversationEvent) -> None:
             link_on_first_phone(conversation, phone)
 
 
-def handle_event(event: Event, then: Callable[[], None] = _nothing) -> None:
+def handle_event(event: Event, then: Callable[[], None] = _nothing, origin: str = "webhook") -> None:
     """Apply ``event`` atomically: on any error nothing of it is written. ``then`` (the
     delivery log's "processed") runs inside the same transaction, so it commits with
     the event's rows or not at all.
@@ -115,7 +118,7 @@ def handle_event(event: Event, then: Callable[[], None] = _nothing) -> None:
     retry = not transaction.get_connection().in_atomic_block
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            handler(event, then)
+            handler(event, then, origin)  # type: ignore[arg-type]
             return
         except (OperationalError, IntegrityError) as error:
             if isinstance(error, IntegrityError) and isinstance(event, MessageEvent):

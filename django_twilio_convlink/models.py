@@ -159,7 +159,7 @@ class BookingPhone(models.Model):
     Sites store phones however their forms let users type them, so the lookup cannot
     compare the site's column directly, and normalizing 100,000 rows in Python per
     webhook is out of the question. This table holds one normalized, indexed phone per
-    booking, kept in sync by the signals in ``signals.py`` and rebuilt by
+    booking, kept in sync by the receivers in ``receivers.py`` and rebuilt by
     ``manage.py rebuild_booking_phones`` after bulk imports that bypass signals.
 
     The booking is referenced by its primary key as text, not by a foreign key: a

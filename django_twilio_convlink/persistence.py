@@ -25,7 +25,7 @@ from django.db.models import BigIntegerField
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
-from . import get_conversation_model, get_message_model
+from . import get_conversation_model, get_message_model, signals
 from .accounts import check_account
 from .events import ConversationEvent, MessageEvent, RefusedEvent
 from .models import AbstractTwilioConversation, AbstractTwilioMessage, Direction, ForwardState
@@ -170,7 +170,7 @@ def direction_of(author: str | None) -> str:
 
 def save_message_to_db(
     conversation: AbstractTwilioConversation, event: MessageEvent, *, forward: bool = False,
-    stored: bool | None = None,
+    stored: bool | None = None, origin: str = "webhook",
 ) -> tuple[AbstractTwilioMessage, bool]:
     """Store the message of ``event`` in ``conversation`` or update the stored one.
     Returns (message, created).
@@ -183,6 +183,10 @@ def save_message_to_db(
     ``stored`` is what the caller read just before (``find_conversation``): False
     inserts at once (a concurrent duplicate then raises IntegrityError, and the caller
     runs the event again), True goes straight to the stored row, None looks first.
+
+    Each change sends its signal after the commit (``message_received``,
+    ``message_updated``, ``message_removed``, with ``origin``); a redelivery or a
+    stale update changes nothing and sends nothing.
     """
     Message = get_message_model()
     manager = Message._default_manager
@@ -209,16 +213,21 @@ def save_message_to_db(
             media=event.media,
             **(pending_forward_fields() if forward else {}),
         )
+        _changed(signals.message_received, message, conversation, origin)
         return message, True
     stale = (event.date_updated is not None and message.date_updated is not None
              and event.date_updated < message.date_updated)
     if event.event_type == "onMessageUpdated" and not stale:
-        message.body = event.body
-        message.attributes = event.attributes
-        message.media = event.media or message.media
-        message.date_updated = event.date_updated or message.date_updated
-        message.save(update_fields=["body", "attributes", "media", "date_updated", "updated_at"])
-    elif event.event_type == "onMessageRemoved":
+        values = {"body": event.body, "attributes": event.attributes,
+                  "media": event.media or message.media,
+                  "date_updated": event.date_updated or message.date_updated}
+        changed = [name for name, value in values.items() if getattr(message, name) != value]
+        if changed:  # a redelivered update is no change
+            for name in changed:
+                setattr(message, name, values[name])
+            message.save(update_fields=[*changed, "updated_at"])
+            _changed(signals.message_updated, message, conversation, origin)
+    elif event.event_type == "onMessageRemoved" and message.date_removed is None:
         # The row and its body stay: the removal is recorded, the customer's words kept.
         message.date_removed = removal_time(event)
         fields = ["date_removed", "updated_at"]
@@ -228,7 +237,14 @@ def save_message_to_db(
             message.forward_state, message.forward_retry_at = "", None
             fields += ["forward_state", "forward_retry_at"]
         message.save(update_fields=fields)
+        _changed(signals.message_removed, message, conversation, origin)
     return message, False
+
+
+def _changed(signal: Any, message: AbstractTwilioMessage, conversation: AbstractTwilioConversation,
+             origin: str) -> None:
+    signals.send_after_commit(signal, type(message), using=message._state.db, message=message,
+                              conversation=conversation, origin=origin)
 
 
 def removal_time(event: MessageEvent) -> datetime.datetime:

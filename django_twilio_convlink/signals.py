@@ -1,95 +1,78 @@
-"""Retroactive linking: the site's booking (and tenant) saves, wired without site code.
+"""The app's public signals: what a site connects to, to react to what the app stored.
 
-Receivers are connected in AppConfig.ready() to whatever models BOOKING_MODEL and
-BOOKING_PHONE_FIELD name. Two steps per save:
+=====================  =============================  ==================================================
+signal                 sender                         keyword arguments
+=====================  =============================  ==================================================
+message_received       the concrete message model     ``message``, ``conversation``, ``origin``
+message_updated        the concrete message model     ``message``, ``conversation``, ``origin``
+message_removed        the concrete message model     ``message``, ``conversation``, ``origin``
+event_received         ``WebhookDelivery``            ``delivery``, ``event_type``, ``params``
+delivery_failed        ``WebhookDelivery``            ``delivery``, ``exception``
+=====================  =============================  ==================================================
 
-* the phone index row is written inside the saving transaction (in a savepoint), so
-  a booking and its index entry commit or roll back together;
-* linking conversations runs after the commit (a rolled-back booking links nothing).
+``origin`` says where the change came from: ``"webhook"`` (a live delivery) or
+``"replay"`` (``replay_twilio_webhooks``, the admin's replay action).
 
-Failures of either are logged, never raised: a booking form must not fail because of
-a conversation.
+The contract, for every signal but ``delivery_failed``:
+
+* sent after the transaction that stored the change commits, never for a change that
+  rolled back, and once per change: a redelivery, a concurrent duplicate that lost its
+  race, a replay that changes nothing send nothing (``event_received`` is per
+  delivery processed, so it comes with every one);
+* a receiver that raises is logged (``django_twilio_convlink.signals``, ERROR, with
+  its traceback) and changes nothing else: the rows stay, the webhook still answers
+  200, the other receivers still run;
+* with no receiver connected, sending costs one attribute check: no callback is
+  registered, no query is made.
+
+``delivery_failed`` is sent when processing a delivery raised (the 500 path, a failed
+replay), after the failure is recorded on the row; the event's transaction has
+rolled back by then.
+
+Django signals are at most once: a process that dies between the commit and the
+callback never sends. A site that must not miss a message pairs its receiver with a
+periodic sweep over the rows (README.rst, "Signals").
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from django.db import transaction
-from django.db.models.signals import post_delete, post_save, pre_delete
-
-from .booking_lookup import booking_fields
-from .linking import (
-    forget_booking,
-    index_booking_phone,
-    index_holder_bookings,
-    link_conversations_to_booking,
-    relink_phone_holder,
-    unindex_holder_bookings,
-)
+from django.dispatch import Signal
 
 logger = logging.getLogger(__name__)
 
-
-def _index_now(func: Callable[[Any], Any], instance: Any) -> None:
-    try:
-        with transaction.atomic(using=instance._state.db):
-            func(instance.pk)
-    except Exception:
-        # Broad on purpose: a settings typo or a database hiccup here must cost the
-        # site a stale index entry (rebuild_booking_phones fixes it), not a booking.
-        logger.exception("Indexing the phone of %s %s failed; run rebuild_booking_phones",
-                         type(instance).__name__, instance.pk)
+message_received = Signal()
+message_updated = Signal()
+message_removed = Signal()
+event_received = Signal()
+delivery_failed = Signal()
 
 
-def _link_after_commit(func: Callable[[Any], int], instance: Any) -> None:
-    pk, using = instance.pk, instance._state.db
-
-    def run() -> None:
-        try:
-            func(pk)
-        except Exception:
-            logger.exception("Linking conversations after saving %s %s failed",
-                             type(instance).__name__, pk)
-
-    transaction.on_commit(run, using=using)
-
-
-def booking_saved(sender: type, instance: Any, raw: bool = False, **kwargs: Any) -> None:
-    if raw:  # loaddata: related rows may not exist yet; rebuild_booking_phones covers it
+def send_after_commit(signal: Signal, sender: Any, *, using: str | None = None, **kwargs: Any) -> None:
+    """Send ``signal`` once the current transaction commits (at once outside one),
+    and not at all if it rolls back: Django drops the on_commit callbacks of a
+    rolled-back atomic block, savepoints included, which is what makes a lost race
+    or a deadlock victim's first attempt send nothing."""
+    if not signal.receivers:  # nothing listens, nothing costs
         return
-    _index_now(index_booking_phone, instance)
-    _link_after_commit(link_conversations_to_booking, instance)
+    transaction.on_commit(lambda: send_robust(signal, sender, **kwargs), using=using)
 
 
-def booking_deleted(sender: type, instance: Any, **kwargs: Any) -> None:
-    _index_now(forget_booking, instance)
-
-
-def phone_holder_saved(sender: type, instance: Any, raw: bool = False, **kwargs: Any) -> None:
-    if raw:
+def send_robust(signal: Signal, sender: Any, **kwargs: Any) -> None:
+    """Send ``signal`` now; a receiver that raises is logged and the others still run."""
+    if not signal.receivers:
         return
-    _index_now(index_holder_bookings, instance)
-    _link_after_commit(relink_phone_holder, instance)
+    for receiver, result in signal.send_robust(sender, **kwargs):
+        if isinstance(result, Exception):
+            logger.error("Receiver %s of %s raised", getattr(receiver, "__qualname__", receiver),
+                         _name(signal), exc_info=(type(result), result, result.__traceback__))
 
 
-def phone_holder_deleted(sender: type, instance: Any, **kwargs: Any) -> None:
-    # pre_delete: the bookings still point at the tenant, so they can be found; after
-    # the delete they are gone (CASCADE) or have no tenant (SET_NULL) and no phone.
-    _index_now(unindex_holder_bookings, instance)
-
-
-def connect() -> None:
-    """Connect the receivers for the configured models (called from ready())."""
-    fields = booking_fields()
-    post_save.connect(booking_saved, sender=fields.model,
-                      dispatch_uid="django_twilio_convlink.booking_saved")
-    post_delete.connect(booking_deleted, sender=fields.model,
-                        dispatch_uid="django_twilio_convlink.booking_deleted")
-    if fields.holder_model is not fields.model:
-        post_save.connect(phone_holder_saved, sender=fields.holder_model,
-                          dispatch_uid="django_twilio_convlink.phone_holder_saved")
-        pre_delete.connect(phone_holder_deleted, sender=fields.holder_model,
-                           dispatch_uid="django_twilio_convlink.phone_holder_deleted")
+def _name(signal: Signal) -> str:
+    for name, value in globals().items():
+        if value is signal:
+            return name
+    return repr(signal)

@@ -1,0 +1,162 @@
+"""The public signals, received the way a site receives them: real receivers connected
+to ``django_twilio_convlink.signals``, real commits (no test transaction around the
+request), on SQLite and the database servers."""
+
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.db import DatabaseError, connection
+
+from django_twilio_convlink import signals
+from django_twilio_convlink.models import WebhookDelivery
+from tests.conftest import CUSTOMER, TwilioClient, payload
+from tests.test_concurrency import THREADS, deliver_at_once
+from tests.testapp.models import ChatConversation, ChatMessage
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+FIRST = "onMessageAdded_sms_from_customer"
+MESSAGE_SIGNALS = ("message_received", "message_updated", "message_removed")
+
+
+class Recorder:
+    """A site's receiver: records each signal with its sender and arguments, and
+    whether the change it announces is visible in the database (committed)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, type, dict]] = []
+
+    def receiver(self, name: str):
+        def receive(sender, signal, **kwargs):
+            committed = None
+            if "message" in kwargs:
+                committed = ChatMessage.objects.filter(pk=kwargs["message"].pk).exists()
+            self.calls.append((name, sender, {**kwargs, "committed": committed}))
+        return receive
+
+    def names(self) -> list[str]:
+        return [name for name, _, _ in self.calls]
+
+
+@pytest.fixture
+def received():
+    recorder = Recorder()
+    receivers = []
+    for name in (*MESSAGE_SIGNALS, "event_received", "delivery_failed"):
+        receiver = recorder.receiver(name)
+        getattr(signals, name).connect(receiver, weak=False)
+        receivers.append((name, receiver))
+    yield recorder
+    for name, receiver in receivers:
+        getattr(signals, name).disconnect(receiver)
+
+
+def deliver(data, **kwargs):
+    return TwilioClient().webhook(data, **kwargs)
+
+
+def fail_delivery_mark(execute, sql, params, many, context):
+    # The last statement of the event's transaction: everything before it rolls back.
+    if sql.lstrip().upper().startswith("UPDATE") and "webhookdelivery" in sql and "processed" in params:
+        raise DatabaseError("simulated: commit-time failure")
+    return execute(sql, params, many, context)
+
+
+def test_a_new_message_is_received_once_after_commit(received):
+    data = payload(FIRST)
+    assert deliver(data).status_code == 200
+    name, sender, kwargs = received.calls[0]
+    assert (name, sender) == ("message_received", ChatMessage)
+    assert kwargs["message"].message_sid == data["MessageSid"]
+    assert kwargs["conversation"].conversation_sid == data["ConversationSid"]
+    assert (kwargs["origin"], kwargs["committed"]) == ("webhook", True)
+    assert received.names() == ["message_received", "event_received"]
+    assert deliver({**data, "RetryCount": "1"}).status_code == 200  # a redelivery
+    assert received.names() == ["message_received", "event_received", "event_received"]
+
+
+def test_event_received_for_every_signed_delivery(received):
+    for name in ("onParticipantAdded_sms", "onDeliveryUpdated", "onConversationAdded_sms_autocreated"):
+        data = payload(name)
+        assert deliver(data).status_code == 200
+        event, sender, kwargs = received.calls[-1]
+        assert (event, sender, kwargs["event_type"], kwargs["params"]) == (
+            "event_received", WebhookDelivery, data["EventType"], data)
+        assert kwargs["delivery"].status == "received"  # the instance as recorded; the row says:
+        assert WebhookDelivery.objects.get(pk=kwargs["delivery"].pk).status == "processed"
+    assert "message_received" not in received.names()
+
+
+def test_updates_and_removals_are_sent_once_per_change(received):
+    added = payload(FIRST)
+    deliver(added)
+    ids = {"MessageSid": added["MessageSid"], "ConversationSid": added["ConversationSid"]}
+    update = payload("onMessageUpdated", Body="Now the boiler too", DateUpdated="2026-11-20T14:00:00Z", **ids)
+    deliver(update)
+    deliver({**update, "RetryCount": "1"})  # a redelivery of the update: no change
+    deliver(payload("onMessageUpdated", Body="older", DateUpdated="2026-11-20T13:00:00Z", **ids))  # stale
+    removal = payload("onMessageRemoved", **ids)
+    deliver(removal)
+    deliver({**removal, "RetryCount": "1"})
+    message_calls = [(name, kwargs) for name, _, kwargs in received.calls if name.startswith("message")]
+    assert [name for name, _ in message_calls] == ["message_received", "message_updated", "message_removed"]
+    assert message_calls[1][1]["message"].body == "Now the boiler too"
+    assert message_calls[2][1]["message"].is_removed
+
+
+def test_nothing_is_sent_for_a_change_that_rolled_back(received):
+    data = payload(FIRST)
+    with connection.execute_wrapper(fail_delivery_mark):
+        assert deliver(data).status_code == 500
+    assert not ChatMessage.objects.exists()
+    assert received.names() == ["delivery_failed"]
+    _, sender, kwargs = received.calls[0]
+    assert sender is WebhookDelivery and isinstance(kwargs["exception"], DatabaseError)
+    assert kwargs["delivery"].pk == WebhookDelivery.objects.get().pk
+
+
+def test_a_replay_says_so_and_a_no_op_replay_sends_no_change(received):
+    data = payload(FIRST)
+    with connection.execute_wrapper(fail_delivery_mark):
+        deliver(data)
+    call_command("replay_twilio_webhooks", "--failed", stdout=StringIO())
+    replayed = [kwargs for name, _, kwargs in received.calls if name == "message_received"]
+    assert [kwargs["origin"] for kwargs in replayed] == ["replay"]
+    delivery = WebhookDelivery.objects.get()
+    call_command("replay_twilio_webhooks", str(delivery.pk), stdout=StringIO())  # changes nothing
+    assert received.names().count("message_received") == 1
+
+
+def test_a_failed_replay_sends_delivery_failed(received):
+    with connection.execute_wrapper(fail_delivery_mark):
+        deliver(payload(FIRST))
+        with pytest.raises(Exception, match="1 delivery failed"):
+            call_command("replay_twilio_webhooks", "--failed", stdout=StringIO(), stderr=StringIO())
+    assert received.names() == ["delivery_failed", "delivery_failed"]
+
+
+def test_a_raising_receiver_is_logged_and_changes_nothing_else(received, caplog):
+    def broken(sender, **kwargs):
+        raise RuntimeError("the site's receiver is broken")
+
+    signals.message_received.connect(broken)
+    try:
+        assert deliver(payload(FIRST, Author=CUSTOMER)).status_code == 200
+    finally:
+        signals.message_received.disconnect(broken)
+    assert ChatMessage.objects.filter(author=CUSTOMER).count() == 1
+    assert WebhookDelivery.objects.get().status == "processed"
+    assert received.names() == ["message_received", "event_received"]  # the others still ran
+    record = next(r for r in caplog.records if r.name == "django_twilio_convlink.signals")
+    assert record.levelname == "ERROR" and "message_received" in record.getMessage()
+    assert record.exc_info and "the site's receiver is broken" in str(record.exc_info[1])
+
+
+@pytest.mark.concurrency
+def test_a_concurrent_duplicate_that_lost_its_race_sends_nothing(received):
+    TwilioClient().webhook(payload(FIRST))  # the conversation exists: the INSERTs race
+    data = payload(FIRST, Index="1")
+    assert deliver_at_once([{**data, "RetryCount": str(i)} for i in range(THREADS)]) == [200] * THREADS
+    assert received.names().count("message_received") == 2  # the first message, and this one once
+    assert ChatConversation.objects.count() >= 1
