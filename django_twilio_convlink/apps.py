@@ -14,7 +14,9 @@ class TwilioConvlinkConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, receivers  # noqa: F401  (registers the system checks)
+        from . import checks, group_chat, receivers  # noqa: F401  (checks: registers them)
+
+        group_chat.connect()
 
         try:
             receivers.connect()

@@ -22,12 +22,25 @@ Twilio is called (a webhook of the same conversation must never wait for Twilio)
 Failures are counted per message (``forward_attempts``, ``forward_retry_at``); the
 conversation shows the last one. A run that dies without recording anything leaves
 the claim to expire, after which the message is due again.
+
+How a message gets here: the webhook's write path does not know this module. The
+group chat plugs into it as a consumer (``connect``, from AppConfig.ready):
+
+* ``mark_for_forward``, a step of ``persistence.insert_steps``, decides whether a new
+  message concerns the group chat and marks its row ``pending`` *in the INSERT
+  itself*. Not in a ``message_received`` receiver: that runs after the commit, and a
+  process killed in between would lose the forward for good; a row marked in its own
+  INSERT is found by ``retry_group_chats`` whatever happens next (PENDING_GRACE). It
+  costs no statement. After the INSERT it enqueues the task (``tasks``);
+* a ``message_removed`` receiver cancels a forward that has not started: the customer
+  took the message back.
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from django.db import DatabaseError, OperationalError, transaction
@@ -39,8 +52,9 @@ from .accounts import is_subaccount_conversation
 from .api import ApiError, Participant, get_api_backend
 from .conf import convlink_settings
 from .models import AbstractTwilioConversation, AbstractTwilioMessage, Direction, ForwardState
-from .persistence import is_transient, save_conversation_to_db
+from .persistence import insert_steps, is_transient, save_conversation_to_db
 from .phones import customer_phone_from_author, normalize_phone
+from .signals import message_removed
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +63,9 @@ UNIQUE_NAME_PREFIX = "convlink-group-"
 MAX_FORWARD_BODY = 1600
 MAX_RETRY_DELAY = datetime.timedelta(hours=1)
 UNFINISHED = (ForwardState.PENDING, ForwardState.SENDING, ForwardState.FAILED)
+# A message to forward whose task has not run by then is presumed lost, and due for
+# retry_group_chats.
+PENDING_GRACE = datetime.timedelta(minutes=5)
 
 
 def wants_forward(conversation: AbstractTwilioConversation, author: str) -> bool:
@@ -64,6 +81,43 @@ def wants_forward(conversation: AbstractTwilioConversation, author: str) -> bool
         and not conversation.unique_name.startswith(UNIQUE_NAME_PREFIX)
         and customer_phone_from_author(author) is not None
     )
+
+
+def mark_for_forward(message: AbstractTwilioMessage, conversation: AbstractTwilioConversation,
+                     origin: str) -> Callable[[], None] | None:
+    """The group chat's step before a new message row is inserted (``insert_steps``):
+    mark it pending when it is to be forwarded, and enqueue its task after the
+    INSERT. A message whose first news is its removal was taken back: never
+    forwarded. With GROUP_CHAT off, this reads one setting and nothing else."""
+    if message.date_removed is not None or not wants_forward(conversation, message.author):
+        return None
+    message.forward_state = ForwardState.PENDING
+    message.forward_retry_at = timezone.now() + PENDING_GRACE
+
+    def enqueue() -> None:
+        from .tasks import enqueue_forward  # the tasks framework loads on first use
+
+        enqueue_forward(message.pk)
+
+    return enqueue
+
+
+def cancel_forward(sender: Any, message: AbstractTwilioMessage, **kwargs: Any) -> None:
+    """``message_removed`` receiver: a forward not posted yet (pending, or failed and
+    waiting for its retry) is dropped; one already ``sending`` may be in the group
+    chat by now and is left to finish."""
+    if not convlink_settings.GROUP_CHAT:
+        return
+    type(message)._default_manager.filter(
+        pk=message.pk, forward_state__in=[ForwardState.PENDING, ForwardState.FAILED]).update(
+        forward_state="", forward_retry_at=None)
+
+
+def connect() -> None:
+    """Plug the group chat into the write path (called from AppConfig.ready)."""
+    if mark_for_forward not in insert_steps:
+        insert_steps.append(mark_for_forward)
+    message_removed.connect(cancel_forward, dispatch_uid="django_twilio_convlink.group_chat.cancel_forward")
 
 
 def group_chat_unique_name(conversation: AbstractTwilioConversation) -> str:

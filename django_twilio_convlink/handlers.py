@@ -17,7 +17,6 @@ from django.db import IntegrityError, OperationalError, transaction
 
 from .accounts import check_account
 from .events import ConversationEvent, Event, MessageEvent, OtherEvent
-from .group_chat import wants_forward
 from .linking import link_on_first_phone
 from .persistence import (
     conversation_fields,
@@ -59,15 +58,8 @@ def handle_message_event(event: MessageEvent, then: Callable[[], None] = _nothin
         if conversation is None:
             conversation, _ = save_conversation_to_db(event.conversation_sid, absent=True,
                                                       account_sid=event.account_sid)
-        # A message whose first news is its removal was taken back: never forwarded.
-        forward = event.event_type != "onMessageRemoved" and wants_forward(conversation, event.author)
-        message, created = save_message_to_db(conversation, event, forward=forward, stored=stored,
-                                              origin=origin)
+        _, created = save_message_to_db(conversation, event, stored=stored, origin=origin)
         if created:
-            if forward:
-                from .tasks import enqueue_forward  # the tasks framework loads on first use
-
-                enqueue_forward(message.pk)
             # Only a customer's message can teach the app the customer's phone; a
             # system author (Twilio number, manager, assistant) must not cost a
             # booking query.

@@ -18,6 +18,7 @@ single and complete, in as few statements as a webhook can take:
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from typing import Any
 
 from django.db import OperationalError, connections, transaction
@@ -28,7 +29,7 @@ from django.utils import timezone
 from . import get_conversation_model, get_message_model, signals
 from .accounts import check_account
 from .events import ConversationEvent, MessageEvent, RefusedEvent
-from .models import AbstractTwilioConversation, AbstractTwilioMessage, Direction, ForwardState
+from .models import AbstractTwilioConversation, AbstractTwilioMessage, Direction
 from .phones import is_system_author
 
 # MySQL error 1213 (deadlock), 1205 (lock wait timeout); PostgreSQL SQLSTATE 40P01
@@ -43,14 +44,15 @@ def is_transient(error: OperationalError) -> bool:
 
 
 PLACEHOLDER_NAME = "Conversation {sid}"
-# A message to forward whose task has not run by then is presumed lost, and due for
-# retry_group_chats.
-PENDING_GRACE = datetime.timedelta(minutes=5)
 
-
-def pending_forward_fields() -> dict[str, Any]:
-    """The values a newly stored message to forward is inserted with."""
-    return {"forward_state": ForwardState.PENDING, "forward_retry_at": timezone.now() + PENDING_GRACE}
+# What runs inside the transaction of a new message row, before its INSERT: each step
+# gets the unsaved row, its conversation and the origin, may set fields of the row,
+# and may return a callable to run right after the INSERT, in the same transaction.
+# For work that must commit with the row or not at all, which a signal (sent after
+# the commit) cannot give: a process killed between the commit and the signal would
+# lose it. The group chat registers its "pending forward" mark here (AppConfig.ready).
+InsertStep = Callable[[AbstractTwilioMessage, AbstractTwilioConversation, str], Callable[[], None] | None]
+insert_steps: list[InsertStep] = []
 
 
 def find_conversation(conversation_sid: str, message_sid: str
@@ -169,7 +171,7 @@ def direction_of(author: str | None) -> str:
 
 
 def save_message_to_db(
-    conversation: AbstractTwilioConversation, event: MessageEvent, *, forward: bool = False,
+    conversation: AbstractTwilioConversation, event: MessageEvent, *,
     stored: bool | None = None, origin: str = "webhook",
 ) -> tuple[AbstractTwilioMessage, bool]:
     """Store the message of ``event`` in ``conversation`` or update the stored one.
@@ -178,7 +180,7 @@ def save_message_to_db(
     onMessageAdded for a stored SID is a redelivery and changes nothing. Updated and
     Removed events change body, attributes, media and dates, and create the row when
     they overtake its onMessageAdded: nothing the customer sent is dropped. A new
-    message created with ``forward`` is marked pending for the group chat.
+    row goes through ``insert_steps`` (the group chat's) before its INSERT.
 
     ``stored`` is what the caller read just before (``find_conversation``): False
     inserts at once (a concurrent duplicate then raises IntegrityError, and the caller
@@ -195,7 +197,7 @@ def save_message_to_db(
         # Locked: two updates of one message must not interleave their stale checks.
         message = manager.select_for_update().filter(message_sid=event.message_sid).first()
     if message is None:
-        message = manager.create(
+        message = Message(
             message_sid=event.message_sid,
             conversation=conversation,
             author=event.author,
@@ -211,8 +213,11 @@ def save_message_to_db(
             participant_sid=event.participant_sid,
             attributes=event.attributes,
             media=event.media,
-            **(pending_forward_fields() if forward else {}),
         )
+        after_insert = [then for step in insert_steps if (then := step(message, conversation, origin))]
+        message.save(force_insert=True, using=manager.db)
+        for then in after_insert:
+            then()
         _changed(signals.message_received, message, conversation, origin)
         return message, True
     stale = (event.date_updated is not None and message.date_updated is not None
@@ -230,13 +235,7 @@ def save_message_to_db(
     elif event.event_type == "onMessageRemoved" and message.date_removed is None:
         # The row and its body stay: the removal is recorded, the customer's words kept.
         message.date_removed = removal_time(event)
-        fields = ["date_removed", "updated_at"]
-        if message.forward_state in (ForwardState.PENDING, ForwardState.FAILED):
-            # Not posted yet, and now taken back by the customer: nobody gets to read
-            # it in the group chat. (A forward already "sending" may be posted.)
-            message.forward_state, message.forward_retry_at = "", None
-            fields += ["forward_state", "forward_retry_at"]
-        message.save(update_fields=fields)
+        message.save(update_fields=["date_removed", "updated_at"])
         _changed(signals.message_removed, message, conversation, origin)
     return message, False
 

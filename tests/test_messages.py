@@ -251,6 +251,7 @@ def test_a_removal_that_overtakes_its_message_is_stored_removed_and_never_forwar
     assert not ChatConversation.objects.filter(is_group_chat=True).exists()
 
 
+@pytest.mark.django_db(transaction=True)  # the group chat cancels after the removal commits
 def test_a_removal_before_the_forward_ran_cancels_it(twilio_client, api_outbox, settings):
     settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "TASK_BACKEND": "dummy"}  # the task waits
     added = payload("onMessageAdded_sms_from_customer", Author=CUSTOMER)

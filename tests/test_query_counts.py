@@ -83,3 +83,12 @@ def test_counter_sees_transaction_control(client):
     with CaptureStatements(connection) as captured, transaction.atomic():
         Property.objects.create(title="x")
     assert [sql.split()[0] for sql in captured.sql] == ["BEGIN", "INSERT", "COMMIT"]
+
+
+def test_group_chat_off_costs_no_statement(client, settings):
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "GROUP_CHAT": False}
+    with Statements(10) as captured:
+        assert client.webhook(payload(FIRST)).status_code == 200
+    assert not any("forward_state" in sql and not sql.startswith("INSERT") for sql in captured.sql)
+    with Statements(6):
+        assert client.webhook(payload(FIRST, Index="1")).status_code == 200
