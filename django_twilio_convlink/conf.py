@@ -2,19 +2,17 @@
 
 Every value comes from the ``TWILIO_CONVLINK`` dict in the site's settings and is
 looked up on each access, never cached at import time, so ``override_settings`` in a
-site's tests takes effect at once. Derived values that are costly to compute (the
-normalized set of system phones) are cached and dropped on ``setting_changed``.
+site's tests takes effect at once. Values derived from settings at some cost (the
+normalized system phones, ``phones.system_authors``) are cached keyed on the settings'
+values, so a changed setting is a new key and nothing needs clearing.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 
 SETTINGS_NAME = "TWILIO_CONVLINK"
 
@@ -107,39 +105,3 @@ class ConvlinkSettings:
 
 
 convlink_settings = ConvlinkSettings()
-
-
-@lru_cache(maxsize=1)
-def _system_identity_cache(values: tuple, region: str) -> tuple[frozenset[str], frozenset[str]]:
-    # Imported here: phones imports conf for PHONE_REGION.
-    from .phones import normalize_phone
-
-    phones, identities = set(), set()
-    for raw in values:
-        if not raw:
-            continue
-        normalized = normalize_phone(str(raw), region=region)
-        if normalized:
-            phones.add(normalized)
-        else:
-            identities.add(str(raw).strip())
-    return frozenset(phones), frozenset(identities)
-
-
-def system_authors() -> tuple[frozenset[str], frozenset[str]]:
-    """(E.164 phones, chat identities) whose messages count as outbound.
-
-    Settings may hold formatted numbers such as "(561) 220-5252"; they are normalized
-    once here. ``system`` is always included: Twilio writes it as the author of a
-    REST-API message sent without one.
-    """
-    s = convlink_settings
-    values = (s.TWILIO_PHONE, s.MANAGER_PHONE, s.ASSISTANT_IDENTITY, "system",
-              *s.SYSTEM_IDENTITIES)
-    return _system_identity_cache(values, s.PHONE_REGION)
-
-
-@receiver(setting_changed)
-def _clear_caches(*, setting: str, **kwargs: Any) -> None:
-    if setting == SETTINGS_NAME:
-        _system_identity_cache.cache_clear()

@@ -43,7 +43,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from django.db import DatabaseError, OperationalError, transaction
+from django.db import DatabaseError, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
@@ -51,8 +51,9 @@ from . import get_conversation_model, get_message_model
 from .accounts import is_subaccount_conversation
 from .api import ApiError, Participant, get_api_backend
 from .conf import convlink_settings
+from .db import run_with_retries
 from .models import AbstractTwilioConversation, AbstractTwilioMessage, Direction, ForwardState
-from .persistence import insert_steps, is_transient, save_conversation_to_db
+from .persistence import insert_steps, save_conversation_to_db
 from .phones import customer_phone_from_author, normalize_phone
 from .signals import message_removed
 
@@ -168,14 +169,10 @@ def ensure_group_chat(conversation: AbstractTwilioConversation) -> AbstractTwili
         messaging_service_sid=convlink_settings.MESSAGING_SERVICE_SID,
         participants=_participants(conversation.customer_phone),
     )
-    for attempt in range(1, 4):
-        try:
-            return _store_group_chat(conversation, sid, friendly_name, unique_name)
-        except OperationalError as error:
-            # Runs for the customer's other messages may store the same new row at the
-            # same moment; a deadlock victim simply tries again.
-            if attempt == 3 or not is_transient(error):
-                raise
+    # Runs for the customer's other messages may store the same new row at the same
+    # moment; a deadlock victim simply tries again.
+    return run_with_retries(lambda: _store_group_chat(conversation, sid, friendly_name, unique_name),
+                            what=f"storing group chat {sid}")
 
 
 def _store_group_chat(conversation: AbstractTwilioConversation, sid: str, friendly_name: str,

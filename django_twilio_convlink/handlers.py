@@ -9,19 +9,17 @@ costs one SELECT and a later message a transaction of one INSERT.
 from __future__ import annotations
 
 import logging
-import random
-import time
 from collections.abc import Callable
 
-from django.db import IntegrityError, OperationalError, transaction
+from django.db import IntegrityError, transaction
 
 from .accounts import check_account
+from .db import run_with_retries
 from .events import ConversationEvent, Event, MessageEvent, OtherEvent
 from .linking import link_on_first_phone
 from .persistence import (
     conversation_fields,
     find_conversation,
-    is_transient,
     message_conversation_sid,
     refuse_message_elsewhere,
     save_conversation_to_db,
@@ -30,8 +28,6 @@ from .persistence import (
 from .phones import customer_phone_from_addresses, customer_phone_from_author
 
 logger = logging.getLogger(__name__)
-# How many times an event runs when it loses a race (a deadlock, a duplicate INSERT).
-ATTEMPTS = 3
 
 
 def _nothing() -> None:
@@ -95,37 +91,25 @@ def handle_event(event: Event, then: Callable[[], None] = _nothing, origin: str 
     delivery log's "processed") runs inside the same transaction, so it commits with
     the event's rows or not at all.
 
-    When the database picks this transaction as a deadlock victim, it is run again
-    (up to three times). InnoDB does this to concurrent upserts of one new
-    conversation SID under load. A message INSERT refused as a duplicate is run again
-    too: a concurrent delivery of the same message committed first, and the next
-    attempt finds its row. Inside a caller's transaction there is nothing to retry:
-    the victim's whole transaction is gone, so the error goes up.
+    A deadlock victim is run again, and so is a message INSERT refused as a
+    duplicate: a concurrent delivery of the same message committed first, and the
+    next attempt finds its row (``db.run_with_retries``).
     """
     if isinstance(event, OtherEvent):
         logger.debug("Acknowledged %s without storing it", event.event_type)
         then()
         return
     handler = handle_message_event if isinstance(event, MessageEvent) else handle_conversation_event
-    retry = not transaction.get_connection().in_atomic_block
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            handler(event, then, origin)  # type: ignore[arg-type]
-            return
-        except (OperationalError, IntegrityError) as error:
-            if isinstance(error, IntegrityError) and isinstance(event, MessageEvent):
-                # The unique message SID refused the INSERT. A concurrent copy of the
-                # same event committed first (the next attempt finds it), or the SID
-                # is stored under another conversation than the event names, which no
-                # attempt can ever change: refuse it (400), don't loop on 500s.
-                elsewhere = message_conversation_sid(event.message_sid)
-                if elsewhere is not None and elsewhere != event.conversation_sid:
-                    refuse_message_elsewhere(event.message_sid, event.conversation_sid, elsewhere)
-            # A duplicate settles on the second attempt (it finds the stored row); an
-            # IntegrityError that comes back is something else, a site's own constraint.
-            duplicate = isinstance(error, IntegrityError) and attempt == 1
-            if not (retry and attempt < ATTEMPTS and (duplicate or is_transient(error))):
-                raise
-            logger.info("Retrying %s after %s (attempt %d)", event.event_type, error, attempt)
-            if isinstance(error, OperationalError):
-                time.sleep(random.uniform(0.01, 0.05) * attempt)
+
+    def refuse_if_elsewhere(error: IntegrityError) -> None:
+        # The unique message SID refused the INSERT. A concurrent copy of the same
+        # event committed first (the next attempt finds it), or the SID is stored
+        # under another conversation than the event names, which no attempt can ever
+        # change: refuse it (400), don't loop on 500s.
+        if isinstance(event, MessageEvent):
+            elsewhere = message_conversation_sid(event.message_sid)
+            if elsewhere is not None and elsewhere != event.conversation_sid:
+                refuse_message_elsewhere(event.message_sid, event.conversation_sid, elsewhere)
+
+    run_with_retries(lambda: handler(event, then, origin), what=event.event_type,  # type: ignore[arg-type]
+                     duplicates=True, on_duplicate=refuse_if_elsewhere)

@@ -21,7 +21,7 @@ import datetime
 from collections.abc import Callable
 from typing import Any
 
-from django.db import OperationalError, connections, transaction
+from django.db import connections, transaction
 from django.db.models import BigIntegerField
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
@@ -31,17 +31,6 @@ from .accounts import check_account
 from .events import ConversationEvent, MessageEvent, RefusedEvent
 from .models import AbstractTwilioConversation, AbstractTwilioMessage, Direction
 from .phones import is_system_author
-
-# MySQL error 1213 (deadlock), 1205 (lock wait timeout); PostgreSQL SQLSTATE 40P01
-# (deadlock) and 40001 (serialization failure).
-TRANSIENT_CODES = {1213, 1205, "40P01", "40001"}
-
-
-def is_transient(error: OperationalError) -> bool:
-    cause = error.__cause__
-    code = getattr(cause, "sqlstate", None) or (getattr(cause, "args", None) or [None])[0]
-    return code in TRANSIENT_CODES
-
 
 PLACEHOLDER_NAME = "Conversation {sid}"
 

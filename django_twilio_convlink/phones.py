@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import phonenumbers
 
-from .conf import convlink_settings, system_authors
+from .conf import convlink_settings
 
 # Channel prefixes Twilio puts before an address ("whatsapp:+14155550142").
 _CHANNEL_PREFIX = re.compile(r"^(whatsapp|sms|mms):", re.IGNORECASE)
@@ -35,6 +36,31 @@ def normalize_phone(raw: str | None, region: str | None = None) -> str | None:
     if not phonenumbers.is_possible_number(parsed):
         return None
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def system_authors() -> tuple[frozenset[str], frozenset[str]]:
+    """(E.164 phones, chat identities) whose messages count as outbound.
+
+    Settings may hold formatted numbers such as "(561) 220-5252"; they are normalized
+    once per distinct set of values. ``system`` is always included: Twilio writes it as
+    the author of a REST-API message sent without one.
+    """
+    s = convlink_settings
+    values = (s.TWILIO_PHONE, s.MANAGER_PHONE, s.ASSISTANT_IDENTITY, "system", *s.SYSTEM_IDENTITIES)
+    return _system_authors(tuple(str(v) for v in values if v), s.PHONE_REGION)
+
+
+# Keyed on the values: override_settings in a test is a new key, not a stale entry.
+@lru_cache(maxsize=8)
+def _system_authors(values: tuple[str, ...], region: str) -> tuple[frozenset[str], frozenset[str]]:
+    phones, identities = set(), set()
+    for raw in values:
+        normalized = normalize_phone(raw, region=region)
+        if normalized:
+            phones.add(normalized)
+        else:
+            identities.add(raw.strip())
+    return frozenset(phones), frozenset(identities)
 
 
 def is_system_author(author: str | None) -> bool:
