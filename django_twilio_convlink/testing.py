@@ -16,6 +16,7 @@ CSRF-enforcing client, an oversized body, and forged requests leaving no trace.
 from __future__ import annotations
 
 import secrets
+import unittest
 from typing import Any
 from urllib.parse import urlencode
 
@@ -99,9 +100,25 @@ def _with(**changes: Any) -> override_settings:
 
 
 class WebhookSecurityTestCase(TestCase):
-    """The signature matrix, abstract: subclass it with your ``webhook_path``."""
+    """The signature matrix, abstract: subclass it with your ``webhook_path``.
+
+    Importing it into a test module does not run it there on its own: pytest skips
+    the class itself (``__test__``), and unittest's runner skips it in setUpClass.
+    Only subclasses run.
+    """
 
     webhook_path = "/twilio/webhook/"
+    __test__ = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.__test__ = True
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        if cls is WebhookSecurityTestCase:
+            raise unittest.SkipTest("WebhookSecurityTestCase is abstract: subclass it")
+        super().setUpClass()
 
     def post(self, data: dict[str, str] | None = None, client: Client | None = None,
              **kwargs: Any) -> HttpResponse:

@@ -4,8 +4,8 @@ import pytest
 from django.conf import settings
 from django.db import connection
 from django.test import Client
-from twilio.request_validator import RequestValidator
 
+from django_twilio_convlink import testing
 from django_twilio_convlink.testing import CaptureStatements
 from tests.factories import PAYLOADS, payload, sid  # noqa: F401  (tests import them from here)
 
@@ -25,7 +25,7 @@ class TwilioClient(Client):
                 secure: bool = False, headers: dict[str, str] | None = None, **extra):
         url = signed_url or f"{'https' if secure else 'http'}://testserver{path}"
         if signature is None:
-            signature = RequestValidator(self.token).compute_signature(url, data)
+            signature = testing.signature(url, data, self.token)
         return self.post(path, data=urlencode(data),
                          content_type="application/x-www-form-urlencoded",
                          headers={"X-Twilio-Signature": signature, **(headers or {})}, secure=secure,
