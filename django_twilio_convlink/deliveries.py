@@ -34,13 +34,14 @@ from . import signals
 from .events import Event, InvalidPayload, RefusedEvent, parse_event
 from .handlers import handle_event
 from .models import DeliveryStatus, WebhookDelivery, incomplete
+from .signature import SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER
 
 logger = logging.getLogger(__name__)
 
 IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
-KEPT_HEADERS = (IDEMPOTENCY_HEADER, "X-Twilio-Signature", "X-Twilio-Webhooks-Signature-Settings",
+KEPT_HEADERS = (IDEMPOTENCY_HEADER, SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER,
                 "User-Agent", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host")
-REDACTED_HEADERS = {"X-Twilio-Signature"}
+REDACTED_HEADERS = {SIGNATURE_HEADER}
 FORGED_COUNTER = "twilio_convlink:forged:{day}"
 
 

@@ -28,8 +28,9 @@ from twilio.request_validator import RequestValidator
 
 from .conf import SETTINGS_NAME, convlink_settings
 from .models import WebhookDelivery
+from .signature import SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER
 
-SHARED_KEY_HEADER = "X-Twilio-Webhooks-Signature-Settings"
+SHARED_KEY_HEADER = SIGNATURE_SETTINGS_HEADER
 
 
 class CaptureStatements(CaptureQueriesContext):
@@ -83,7 +84,7 @@ def post_signed(client: Client, path: str, data: dict[str, str], *, secret: str 
     URL of the test request)."""
     url = url or f"{'https' if secure else 'http'}://testserver{path}"
     secret = secret if secret is not None else _token()
-    all_headers = {"X-Twilio-Signature": signature(url, data, secret), **(headers or {})}
+    all_headers = {SIGNATURE_HEADER: signature(url, data, secret), **(headers or {})}
     return client.post(path, data=urlencode(data), content_type="application/x-www-form-urlencoded",
                        headers=all_headers, secure=secure, **extra)
 
@@ -146,7 +147,7 @@ class WebhookSecurityTestCase(TestCase):
         forged = {**data, "Body": "Please refund me"}
         response = Client().post(self.webhook_path, data=urlencode(forged),
                                  content_type="application/x-www-form-urlencoded",
-                                 headers={"X-Twilio-Signature": signature(url, data, _token())})
+                                 headers={SIGNATURE_HEADER: signature(url, data, _token())})
         self.assertEqual(response.status_code, 403)
         self.assertNothingStored()
 
@@ -174,12 +175,12 @@ class WebhookSecurityTestCase(TestCase):
             good = signature(url, data, "shared-secret", "HMAC_SHA256")
             response = Client().post(self.webhook_path, data=urlencode(data),
                                      content_type="application/x-www-form-urlencoded",
-                                     headers={"X-Twilio-Signature": good, **header})
+                                     headers={SIGNATURE_HEADER: good, **header})
             self.assertEqual(response.status_code, 200)
             sha1 = signature(url, sample_delivery(), "shared-secret")
             response = Client().post(self.webhook_path, data=urlencode(sample_delivery()),
                                      content_type="application/x-www-form-urlencoded",
-                                     headers={"X-Twilio-Signature": sha1, **header})
+                                     headers={SIGNATURE_HEADER: sha1, **header})
             self.assertEqual(response.status_code, 403)
 
     def test_https_behind_a_proxy(self) -> None:
