@@ -1,4 +1,4 @@
-"""Behaviour 8: malformed deliveries get a 400 and a reason, database failures a 500,
+"""Malformed deliveries get a 400 and a reason, database failures a 500,
 and neither leaves anything half-written."""
 
 import pytest

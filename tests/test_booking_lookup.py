@@ -1,4 +1,4 @@
-"""Behaviour 4: get_booking_from_phone compares in E.164, in a window, deterministically."""
+"""get_booking_from_phone compares in E.164, in a window, deterministically."""
 
 import datetime
 

@@ -1,4 +1,4 @@
-"""Behaviour 7 under real concurrency: Twilio's redeliveries can overlap. Eight
+"""Under real concurrency: Twilio's redeliveries can overlap. Eight
 requests carrying the same first message at once leave one conversation and one
 message, and all of them answer 200.
 

@@ -1,4 +1,4 @@
-"""Issue 4, items 1 and 2: every signed delivery is logged before processing; failures
+"""Every signed delivery is logged before processing; failures
 keep their row, error and traceback; replays and Twilio's retries complete them."""
 
 import datetime

@@ -1,4 +1,4 @@
-"""Issue 4, item 4 (faults): the database connection killed in the middle of
+"""Faults: the database connection killed in the middle of
 processing, and Twilio failing during the group chat work. No partial rows; the
 failure is recorded; a replay or a retry completes the work."""
 

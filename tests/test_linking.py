@@ -1,4 +1,4 @@
-"""Behaviour 3: a conversation is looked up for a booking once, when the phone is
+"""A conversation is looked up for a booking once, when the phone is
 first learned, whichever event brings it; system messages never query bookings."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""Behaviours 2, 6 and 7: messages stored once, with their direction, whatever the order."""
+"""Messages stored once, with their direction, whatever the order."""
 
 import pytest
 

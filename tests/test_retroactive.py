@@ -1,4 +1,4 @@
-"""Behaviour 5: a booking saved later links its customer's unlinked conversations."""
+"""A booking saved later links its customer's unlinked conversations."""
 
 import logging
 

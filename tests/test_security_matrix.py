@@ -1,4 +1,4 @@
-"""Issue 4, item 3: the reusable signature matrix, run against this app's endpoint
+"""The reusable signature matrix, run against this app's endpoint
 (sites subclass the same class for theirs)."""
 
 # The module, not the class, is imported: a TestCase name in this namespace would be

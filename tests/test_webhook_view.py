@@ -1,4 +1,4 @@
-"""Behaviour 1: the endpoint answers Twilio and only Twilio."""
+"""The endpoint answers Twilio and only Twilio."""
 
 import logging
 
@@ -160,7 +160,7 @@ def test_url_without_trailing_slash_is_served_not_redirected(settings):
 @pytest.mark.django_db(transaction=True)
 def test_atomic_requests_does_not_wrap_the_view(monkeypatch, captured_sql):
     """The view is non_atomic_requests: its own transaction is the outermost one, not a
-    savepoint inside a request-wide transaction (which issue 4's delivery log needs)."""
+    savepoint inside a request-wide transaction (which the delivery log needs)."""
     monkeypatch.setitem(connection.settings_dict, "ATOMIC_REQUESTS", True)
     with captured_sql() as capture:
         response = TwilioClient().webhook(payload("onMessageAdded_sms_from_customer"))
