@@ -394,6 +394,11 @@ def assert_stored_as_sent(event: MessageEvent | ConversationEvent) -> None:
             "source", "participant_sid", "attributes", "media")}
         stored["conversation_sid"] = message.conversation.conversation_sid
         sent = {name: getattr(event, name) for name in stored}
+        if event.event_type == "onMessageRemoved":
+            # A removal that creates the row records when: DateRemoved, else DateUpdated,
+            # else the moment it arrived (not predictable here: only that it is set).
+            sent["date_removed"] = event.date_removed or event.date_updated or message.date_removed
+            assert message.date_removed is not None, "a removal stored a message not removed"
     else:
         conversation = (get_conversation_model()._default_manager
                         .filter(conversation_sid=event.conversation_sid).first())
