@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
-from django.db import models
-from django.db.models import Case, F, IntegerField, Q, Value, When
-from django.db.models.functions import Cast
+from django.db import connections, models, router
+from django.db.models import Case, Exists, F, IntegerField, OuterRef, Q, Value, When
+from django.db.models.functions import Cast, Concat, Substr
 from django.utils import timezone
 
 from . import get_booking_model
@@ -96,6 +96,55 @@ def window_q(fields: BookingFields, today: datetime.date) -> Q:
         f"{fields.start_field}__lte": _bound(fields, fields.start_field, today + delta),
         f"{fields.end_field}__gte": _bound(fields, fields.end_field, today - delta),
     })
+
+
+def index_key(pk: Any) -> str:
+    """A booking's key in ``BookingPhone``: its primary key as text, ``str(pk)``. Every
+    row is written under it; ``index_key_sql`` is the same key computed in SQL."""
+    return str(pk)
+
+
+def index_key_sql(model: type[models.Model], pk: Any) -> models.Expression:
+    """``index_key`` of the primary key expression ``pk`` of ``model`` (``F("pk")``,
+    ``OuterRef("pk")``), computed by the database: the text an anti-join compares with
+    ``BookingPhone.booking_key``. Comparing as text keeps the unique index on
+    ``booking_key`` usable and works for every key type.
+    """
+    text: models.Expression = Cast(pk, models.CharField())
+    pk_field = model._meta.pk
+    pk_field = getattr(pk_field, "target_field", pk_field)  # a parent link: the parent's key
+    features = connections[router.db_for_read(model)].features
+    if isinstance(pk_field, models.UUIDField) and not features.has_native_uuid_field:
+        # Stored as 32 hex digits there (SQLite, MySQL, MariaDB before 10.7), while
+        # str(uuid) has the hyphens: put them back, 8-4-4-4-12.
+        parts: list[Any] = []
+        for start, length in ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12)):
+            if parts:
+                parts.append(Value("-"))
+            parts.append(Substr(text, start, length))
+        text = Concat(*parts, output_field=models.CharField())
+    return text
+
+
+def unindexed_bookings(fields: BookingFields | None = None) -> models.QuerySet:
+    """The bookings with a customer phone on record but no row in ``BookingPhone``:
+    those that reached the database without post_save (``bulk_create``, ``loaddata``,
+    raw SQL). An anti-join on ``index_key``: one statement to count them or to read a
+    page of them, whatever the number of bookings.
+
+    Bookings without a phone (no tenant, a blank or NULL phone) are not in it: they
+    never get a row. One whose phone is not a number is, on every call: the index
+    holds E.164 phones only. A booking whose phone changed behind the app's back
+    (``QuerySet.update()`` of its tenant) still has its row, under the old phone, so
+    it is not in it either; only a rebuild (``rebuild_booking_phones``) sees that.
+    """
+    fields = fields or booking_fields()
+    _, phone_field = resolve_path(fields.model, fields.phone_path)
+    indexed = BookingPhone.objects.filter(booking_key=index_key_sql(fields.model, OuterRef("pk")))
+    bookings = fields.model._default_manager.filter(**{f"{fields.phone_path}__isnull": False})
+    if phone_field.empty_strings_allowed:  # a text column; "" would not compare with a number
+        bookings = bookings.exclude(**{fields.phone_path: ""})
+    return bookings.filter(~Exists(indexed))
 
 
 def _integer_keys(fields: BookingFields) -> bool:
@@ -183,9 +232,9 @@ def best_bookings(phones: Collection[str], fields: BookingFields | None = None,
     candidates = best_first(fields, fields.model._default_manager.filter(pk__in=keys), today)
     best: dict[str, tuple[Any, Any]] = {}
     for pk, apartment_pk in candidates.values_list("pk", fields.apartment_attname):
-        # The key is str(pk), as index_booking_phone writes it. A booking re-indexed
-        # between the two queries may be missing from phone_of: it waits for the next run.
-        phone = phone_of.get(str(pk))
+        # A booking re-indexed between the two queries may be missing from phone_of:
+        # it waits for the next run.
+        phone = phone_of.get(index_key(pk))
         if phone is not None and phone not in best:
             best[phone] = (pk, apartment_pk)
     return best

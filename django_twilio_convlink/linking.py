@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -24,7 +25,14 @@ from django.db.models import Count, F, Func, QuerySet
 from django.utils import timezone
 
 from . import get_conversation_model
-from .booking_lookup import best_bookings, booking_fields, find_booking, window_q
+from .booking_lookup import (
+    best_bookings,
+    booking_fields,
+    find_booking,
+    index_key,
+    unindexed_bookings,
+    window_q,
+)
 from .models import AbstractTwilioConversation, BookingPhone, LinkMethod
 from .phones import normalize_phone
 
@@ -195,7 +203,7 @@ def unindex_holder_bookings(holder_pk: Any) -> None:
 def _store_booking_phones(booking_pks: list[Any], phone: str | None) -> None:
     if not booking_pks:
         return
-    keys = [str(pk) for pk in booking_pks]
+    keys = [index_key(pk) for pk in booking_pks]
     if phone is None:
         BookingPhone.objects.filter(booking_key__in=keys).delete()
         return
@@ -210,27 +218,88 @@ def _store_booking_phones(booking_pks: list[Any], phone: str | None) -> None:
 
 
 def forget_booking(booking_pk: Any) -> None:
-    BookingPhone.objects.filter(booking_key=str(booking_pk)).delete()
+    BookingPhone.objects.filter(booking_key=index_key(booking_pk)).delete()
 
 
-def rebuild_booking_phones(batch_size: int = 2000) -> int:
-    """Rebuild the whole phone index from the booking table, for bulk imports and
-    ``QuerySet.update()`` calls that bypassed the signals. Returns the rows written."""
-    fields = booking_fields()
+# Bookings per page of the anti-join, and per statement writing the index (SQLite's
+# parameter limit may split a statement further: bulk_create does).
+INDEX_BATCH = 2000
+
+
+def _index_booking_rows(rows: Iterable[tuple[Any, Any]], batch_size: int) -> int:
+    """Add the normalized phone of each (booking pk, phone as the site stores it) of
+    ``rows`` to the index, ``batch_size`` rows per statement; a phone that is not a
+    number is left out. Returns the rows written.
+
+    A row that exists by the time it is written is left as it is: only a receiver can
+    have written it since ``rows`` were read, from the booking as saved then, which
+    is at least as new as what was read here.
+    """
     written = 0
+    batch: list[BookingPhone] = []
+    for pk, raw in rows:
+        phone = normalize_phone(raw)
+        if phone:
+            batch.append(BookingPhone(booking_key=index_key(pk), phone=phone))
+        if len(batch) >= batch_size:
+            BookingPhone.objects.bulk_create(batch, ignore_conflicts=True)
+            written += len(batch)
+            batch = []
+    if batch:
+        BookingPhone.objects.bulk_create(batch, ignore_conflicts=True)
+        written += len(batch)
+    return written
+
+
+def rebuild_booking_phones(batch_size: int | None = None) -> int:
+    """Rebuild the whole phone index from the booking table, in one transaction: for
+    phones changed behind the app's back (``QuerySet.update()`` of a tenant) and rows
+    of bookings deleted behind its back, which ``index_missing_booking_phones`` cannot
+    see. Returns the rows written."""
+    fields = booking_fields()
+    batch_size = batch_size or INDEX_BATCH
     with transaction.atomic():
         BookingPhone.objects.all().delete()
-        batch: list[BookingPhone] = []
         rows = fields.model._default_manager.values_list("pk", fields.phone_path)
-        for pk, raw in rows.iterator(chunk_size=batch_size):
-            phone = normalize_phone(raw)
-            if phone:
-                batch.append(BookingPhone(booking_key=str(pk), phone=phone))
-            if len(batch) >= batch_size:
-                written += len(BookingPhone.objects.bulk_create(batch))
-                batch = []
-        written += len(BookingPhone.objects.bulk_create(batch))
-    return written
+        return _index_booking_rows(rows.iterator(chunk_size=batch_size), batch_size)
+
+
+@dataclass
+class PhoneIndexRepair:
+    """What was done to the phone index before linking (``update_conversation_links``)."""
+
+    rebuilt: bool = False  # the whole index was rebuilt; else the missing bookings added
+    indexed: int = 0  # index rows written
+    # Bookings missing from the index whose phone is not a number, left out (they stay
+    # missing). Counted when adding the missing ones, not by a rebuild.
+    not_numbers: int = 0
+
+
+def index_missing_booking_phones() -> PhoneIndexRepair:
+    """Add the bookings missing from the phone index (``unindexed_bookings``: saved
+    without post_save, by ``bulk_create``, ``loaddata``, raw SQL) to it.
+
+    One statement when none is missing: the anti-join, which reads nothing. Otherwise
+    per page of ``INDEX_BATCH`` missing bookings one read and its writes. Pages follow
+    the primary key, so bookings whose phone is not a number are read once per call,
+    never again within it. No transaction spans the pages: each one written is right
+    on its own, and a booking saved meanwhile is indexed by its receiver.
+    """
+    fields = booking_fields()
+    missing = unindexed_bookings(fields).order_by("pk").values_list("pk", fields.phone_path)
+    repair = PhoneIndexRepair()
+    page: list[tuple[Any, Any]] = []
+    while True:
+        page = list((missing.filter(pk__gt=page[-1][0]) if page else missing)[:INDEX_BATCH])
+        written = _index_booking_rows(page, INDEX_BATCH)
+        repair.indexed += written
+        repair.not_numbers += len(page) - written
+        if len(page) < INDEX_BATCH:
+            break
+    if repair.indexed or repair.not_numbers:
+        logger.info("Indexed %d booking(s) missing from the phone index; %d more with a phone that "
+                    "is not a number", repair.indexed, repair.not_numbers)
+    return repair
 
 
 @dataclass
@@ -257,6 +326,9 @@ class LinkReport:
     # Per phone, only when the conversations were listed (list_conversations=True).
     links: list[PlannedLink] = field(default_factory=list)
     dry_run: bool = False
+    # What was done to the phone index first (index_missing or reindex), else None.
+    # In a dry run: what would have been done.
+    index: PhoneIndexRepair | None = None
 
     @property
     def unmatched(self) -> int:
@@ -366,11 +438,20 @@ def _link_batch(qs: QuerySet, targets: dict[str, tuple[Any, Any]]) -> int:
 def update_conversation_links(
     *, phone: str | None = None, conversation_sid: str | None = None, dry_run: bool = False,
     conversations: QuerySet | None = None, list_conversations: bool = True,
+    index_missing: bool = False, reindex: bool = False,
 ) -> LinkReport:
     """Look up a booking for every unlinked conversation with a known customer phone,
     optionally only for one phone (any format), one conversation SID, or the unlinked
     ones among ``conversations`` (a queryset of the conversation model: the admin's
     selection). Each phone gets the booking ``find_booking`` would give it.
+
+    The lookup trusts the phone index. With ``index_missing`` the bookings missing
+    from it are added first (``index_missing_booking_phones``: one statement more
+    when none is missing); with ``reindex`` the whole index is rebuilt first
+    (``rebuild_booking_phones``), which also sees phones changed behind the app's
+    back. Either is for all bookings, whatever the selection; ``report.index`` says
+    what it did. A dry run changes nothing, the index included: its repair is rolled
+    back after the run that saw it.
 
     Batched by phone: one query streams the distinct phones, then per batch of up to
     500 phones one query reads their index rows, one their candidate bookings and one
@@ -400,6 +481,26 @@ def update_conversation_links(
     if conversations is not None:
         qs = qs.filter(pk__in=conversations.values("pk"))
 
+    if not (index_missing or reindex):
+        return _link_unlinked(qs, dry_run, list_conversations)
+    # A dry run must see the repaired index to say what a real run would link, and
+    # leave it as it was: the repair happens in a transaction that is rolled back.
+    with transaction.atomic() if dry_run else nullcontext():
+        repair = _repair_index(reindex)
+        report = _link_unlinked(qs, dry_run, list_conversations)
+        if dry_run:
+            transaction.set_rollback(True)
+    report.index = repair
+    return report
+
+
+def _repair_index(reindex: bool) -> PhoneIndexRepair:
+    if reindex:
+        return PhoneIndexRepair(rebuilt=True, indexed=rebuild_booking_phones())
+    return index_missing_booking_phones()
+
+
+def _link_unlinked(qs: QuerySet, dry_run: bool, list_conversations: bool) -> LinkReport:
     fields = booking_fields()
     today = timezone.localdate()  # one day for the whole run, as one lookup would have
     report = LinkReport(dry_run=dry_run)
