@@ -1,6 +1,7 @@
 """System checks: every settings mistake named at ``manage.py check`` with its fix.
 
-IDs are stable (twilio_convlink.E001...) so a site can silence one deliberately.
+IDs are stable (twilio_convlink.E001...) so a site can silence one deliberately, and
+each names one problem: silencing one must not silence another mistake with it.
 No check touches the database: a fresh ``migrate`` must never trip over them.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.apps import apps
+from django.conf import settings
 from django.core import checks
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import models
@@ -93,11 +95,11 @@ def _check_booking_fields(booking: type[models.Model], apartment: type[models.Mo
         if not isinstance(field, models.DateField):  # DateTimeField subclasses DateField
             errors.append(_error(
                 f'{SETTINGS_NAME}["{key}"] = {name!r} is not a date field of {booking._meta.label}.',
-                "Name a DateField or DateTimeField of the booking model.", 6))
+                "Name a DateField or DateTimeField of the booking model.", 14))
     window = convlink_settings.get("BOOKING_WINDOW_DAYS")
     if not isinstance(window, int) or window < 0:
         errors.append(_error(f'{SETTINGS_NAME}["BOOKING_WINDOW_DAYS"] must be a non-negative integer.',
-                             "The default is 90.", 6))
+                             "The default is 90.", 15))
 
 
 def _check_phones(errors: list, warnings: list) -> None:
@@ -120,7 +122,7 @@ def _check_phones(errors: list, warnings: list) -> None:
     identities = convlink_settings.get("SYSTEM_IDENTITIES", [])
     if isinstance(identities, str) or not isinstance(identities, list | tuple | set | frozenset):
         errors.append(_error(f'{SETTINGS_NAME}["SYSTEM_IDENTITIES"] must be a list.',
-                             'For example ["+15551230000", "night-manager"].', 8))
+                             'For example ["+15551230000", "night-manager"].', 16))
         return
     for value in identities:
         text = str(value).strip()
@@ -129,7 +131,7 @@ def _check_phones(errors: list, warnings: list) -> None:
         if text[:1] in "+(0123456789" and text and normalize_phone(text) is None:
             errors.append(_error(
                 f'{SETTINGS_NAME}["SYSTEM_IDENTITIES"] holds {value!r}, which looks like a '
-                "phone number but does not parse.", 'Write it in E.164, e.g. "+15612205252".', 8))
+                "phone number but does not parse.", 'Write it in E.164, e.g. "+15612205252".', 17))
 
 
 def _check_group_chat(errors: list, warnings: list) -> None:
@@ -147,10 +149,22 @@ def _check_group_chat(errors: list, warnings: list) -> None:
     from . import tasks
 
     if not tasks.TASKS_AVAILABLE:
-        errors.append(_error(
-            "The group chat runs as a task, and this Django has no tasks framework.",
-            'On Django 5.2 install the backport: pip install "django-twilio-convlink[tasks]" '
-            "(django-tasks); Django 6.0+ has django.tasks built in. Or set GROUP_CHAT to False.", 10))
+        expected = tasks.task_settings_in_use()
+        if expected:
+            errors.append(_error(
+                "This Django has no tasks framework, and these settings expect a task backend: "
+                f"{', '.join(expected)}. The group chat forwards would run in the webhook's process.",
+                'On Django 5.2 install the backport: pip install "django-twilio-convlink[tasks]" '
+                "(django-tasks); Django 6.0+ has django.tasks built in. Or remove those settings.", 10))
+        else:
+            # The default install on Django 5.2: it works (tasks._forward_now), and a
+            # worker is still the better place for Twilio's calls.
+            warnings.append(checks.Warning(
+                "No tasks framework: the group chat forwards run in the webhook's process, right "
+                "after its commit, so Twilio's answers count against the webhook's 5 seconds.",
+                hint='For a worker, pip install "django-twilio-convlink[tasks]" and set settings.TASKS '
+                     "(see the README's group chat section); keep retry_group_chats in cron either way.",
+                id="twilio_convlink.W007"))
     else:
         alias = convlink_settings.get("TASK_BACKEND")
         queue = convlink_settings.get("TASK_QUEUE")
@@ -204,7 +218,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     try:
         unknown = convlink_settings.unknown_keys()
     except ImproperlyConfigured as exc:
-        return [_error(str(exc), SETTINGS_HINT, 1)]
+        return [_error(str(exc), SETTINGS_HINT, 18)]
     for key in unknown:
         warnings.append(checks.Warning(f'{SETTINGS_NAME} has an unknown key "{key}".',
                                        hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.",
@@ -219,14 +233,62 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     _check_group_chat(errors, warnings)
 
     if convlink_settings.get("VALIDATE_SIGNATURE", True):
-        if not convlink_settings.get("AUTH_TOKEN"):
+        if not _signing_secrets():
             errors.append(_error(
-                f'{SETTINGS_NAME}["VALIDATE_SIGNATURE"] is on but AUTH_TOKEN is empty: every '
-                "webhook would be refused with 403.",
+                f'{SETTINGS_NAME}["VALIDATE_SIGNATURE"] is on with nothing to validate a signature '
+                "with (AUTH_TOKEN, SECONDARY_AUTH_TOKENS, SUBACCOUNT_AUTH_TOKENS, or WEBHOOK_SHARED_KEYS "
+                "with twilio 9.13+): every webhook would be refused with 403.",
                 "Set AUTH_TOKEN to the Twilio auth token (from the environment, never in code).", 7))
     else:
         warnings.append(checks.Warning(
             "Twilio signature validation is off: anyone can post fake messages.",
             hint='Remove VALIDATE_SIGNATURE=False outside local experiments.',
             id="twilio_convlink.W001"))
+    _check_forged_counter(warnings)
     return errors + warnings
+
+
+def _signing_secrets() -> list[str]:
+    """The settings holding a secret the signature check can validate with
+    (``signature.signature_failure``): the account's token(s), a sub-account's, a
+    webhook shared key (twilio 9.13+ only)."""
+    from .signature import get_signature_algorithm
+
+    keys = ["AUTH_TOKEN", "SECONDARY_AUTH_TOKENS", "SUBACCOUNT_AUTH_TOKENS"]
+    if get_signature_algorithm is not None:
+        keys.append("WEBHOOK_SHARED_KEYS")
+    return [key for key in keys if convlink_settings.get(key)]
+
+
+def forged_counter_cache() -> tuple[str, str, str]:
+    """(alias, backend path, why its count cannot be trusted, or "") of the cache
+    ``deliveries.count_forged`` counts refused requests in: the default one."""
+    from django.core.cache import DEFAULT_CACHE_ALIAS
+    from django.core.cache.backends.dummy import DummyCache
+    from django.core.cache.backends.locmem import LocMemCache
+    from django.utils.module_loading import import_string
+
+    path = settings.CACHES.get(DEFAULT_CACHE_ALIAS, {}).get("BACKEND", "")
+    try:
+        backend = import_string(path)
+    except ImportError:
+        return DEFAULT_CACHE_ALIAS, path, ""  # Django reports it the first time the cache is used
+    if isinstance(backend, type) and issubclass(backend, DummyCache):
+        return DEFAULT_CACHE_ALIAS, path, "the dummy cache stores nothing: the count is always 0"
+    if isinstance(backend, type) and issubclass(backend, LocMemCache):
+        # Refusals happen in the web server's processes, check_twilio_status in another.
+        return DEFAULT_CACHE_ALIAS, path, (
+            "the local-memory cache is per process: each web server process counts its own "
+            "refusals, and check_twilio_status sees none of them")
+    return DEFAULT_CACHE_ALIAS, path, ""
+
+
+def _check_forged_counter(warnings: list) -> None:
+    alias, path, problem = forged_counter_cache()
+    if problem:
+        warnings.append(checks.Warning(
+            f'The count of refused (forged or unsigned) webhook requests is kept in the "{alias}" '
+            f"cache, {path}, and {problem}.",
+            hint="Make CACHES['default'] a cache every process shares (Redis, Memcached, the "
+                 "database) to count them, or silence twilio_convlink.W008.",
+            id="twilio_convlink.W008"))

@@ -1,9 +1,16 @@
 """The group chat work as tasks of Django's Tasks API, off the webhook's 5 seconds.
 
-``django.tasks`` on Django 6.x; the ``django-tasks`` backport on Django 5.2 (system
-check twilio_convlink.E010 says so when it is missing). The task backend alias and
-queue come from TASK_BACKEND and TASK_QUEUE, so a site that runs database, RQ or
-Celery workers keeps this work there. Tasks take primary keys, never model instances.
+``django.tasks`` on Django 6.x; the ``django-tasks`` backport on Django 5.2 when the
+site installs it (``pip install "django-twilio-convlink[tasks]"``). The task backend
+alias and queue come from TASK_BACKEND and TASK_QUEUE, so a site that runs database,
+RQ or Celery workers keeps this work there. Tasks take primary keys, never model
+instances.
+
+Without either framework (a plain install on Django 5.2) the forward runs in the
+webhook's process right after its commit: what the ImmediateBackend, the default of
+both frameworks, would do. The default install must pass ``manage.py check``, so that
+is a warning (W007) suggesting a worker; a site whose settings expect a task backend
+that is not there gets error E010 instead.
 """
 
 from __future__ import annotations
@@ -13,11 +20,12 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from django.conf import global_settings, settings
 from django.db import transaction
 from django.utils import timezone
 
 from .api import ApiError
-from .conf import convlink_settings
+from .conf import DEFAULTS, SETTINGS_NAME, convlink_settings
 from .group_chat import forward_customer_message
 
 try:  # Django 6.0+
@@ -42,16 +50,22 @@ def forward_customer_message_task(message_pk: int) -> str:
         raise
 
 
-_run_in_process = forward_customer_message_task
+_forward_in_process = forward_customer_message_task
+
+
+def _task_options() -> dict[str, str]:
+    return {"backend": convlink_settings.TASK_BACKEND, "queue_name": convlink_settings.TASK_QUEUE}
+
 
 def _as_task(func: Callable[[int], str]) -> Any:
     # Bound to the function's own name: workers find a task by its module path. The
-    # decorator validates against a backend at import, so it gets the configured one
-    # (a site whose TASKS has no "default" alias can still import this module); if
-    # that is misconfigured, the default, so that `manage.py check` can import this
-    # module and report E012 instead of crashing.
-    for options in ({"backend": convlink_settings.TASK_BACKEND, "queue_name": convlink_settings.TASK_QUEUE},
-                    {}):
+    # task validates against its backend when made, so it gets the configured one (a
+    # site whose TASKS has no "default" alias can still import this module); if that
+    # is misconfigured, the default, so that `manage.py check` can import this module
+    # and report E012 instead of crashing. When neither takes it the function stays
+    # plain, and each enqueue binds it again (_configured_task): the error it logs is
+    # then the backend's own.
+    for options in (_task_options(), {}):
         try:
             return task(**options)(func)
         except Exception as exc:
@@ -63,9 +77,26 @@ if TASKS_AVAILABLE:
     forward_customer_message_task = _as_task(forward_customer_message_task)
 
 
-def _configured_task():
-    return forward_customer_message_task.using(
-        backend=convlink_settings.TASK_BACKEND, queue_name=convlink_settings.TASK_QUEUE)
+def _configured_task() -> Any:
+    """The task on TASK_BACKEND and TASK_QUEUE as the settings are now. Raises what the
+    tasks framework raises for them (an alias not in TASKS, a backend that cannot be
+    imported, a queue it does not serve)."""
+    bound = forward_customer_message_task
+    if hasattr(bound, "using"):
+        return bound.using(**_task_options())
+    return task(**_task_options())(bound)
+
+
+def task_settings_in_use() -> list[str]:
+    """The settings of this site that expect a task backend: TASKS, and any task
+    setting of TWILIO_CONVLINK changed from its default. Without a tasks framework
+    they cannot be honoured (system check E010)."""
+    names = [f'{SETTINGS_NAME}["{key}"]' for key in ("TASK_BACKEND", "TASK_QUEUE", "ENQUEUE_IN_TRANSACTION")
+             if convlink_settings.get(key) != DEFAULTS[key]]
+    # Django 6.0+ defines TASKS in its global settings; Django 5.2 does not.
+    if getattr(settings, "TASKS", None) not in (None, getattr(global_settings, "TASKS", None)):
+        names.insert(0, "settings.TASKS")
+    return names
 
 
 def enqueue_forward(message_pk: int) -> None:
@@ -73,7 +104,8 @@ def enqueue_forward(message_pk: int) -> None:
 
     If enqueuing fails (a broker down), the message stays ``pending`` and
     ``manage.py retry_group_chats`` picks it up: the customer's message is saved
-    either way.
+    either way. Without a tasks framework the forward runs in this process once the
+    transaction has committed (``_forward_now``).
 
     With ENQUEUE_IN_TRANSACTION (a task backend whose tasks are rows of this
     database) the task is written inside the current transaction instead: it commits
@@ -88,18 +120,33 @@ def enqueue_forward(message_pk: int) -> None:
 
 def _enqueue_now(message_pk: int) -> None:
     if not TASKS_AVAILABLE:
-        logger.error("No tasks framework: forwarding %s in the request. Install django-tasks "
-                     "(see system check twilio_convlink.E010).", message_pk)
-        try:
-            _run_in_process(message_pk)
-        except ApiError:
-            pass  # recorded on the conversation; retry_group_chats takes it from here
+        _forward_now(message_pk)
         return
     try:
         _configured_task().enqueue(message_pk)
+    except Exception as exc:
+        logger.exception("Enqueuing the group chat forward of message %s on task backend %r failed "
+                         "(%s: %s); retry_group_chats will pick it up", message_pk,
+                         convlink_settings.TASK_BACKEND, type(exc).__name__, exc)
+
+
+def _forward_now(message_pk: int) -> None:
+    """Forward in this process, after the commit, as the ImmediateBackend would run
+    the task: a failure is recorded on the message and its conversation
+    (``forward_customer_message``) and logged, never raised, so the webhook's answer
+    does not depend on Twilio; retry_group_chats takes it from there."""
+    expected = task_settings_in_use()
+    if expected:
+        logger.error("No tasks framework, and these settings expect a task backend: %s. Forwarding "
+                     "message %s in this process (system check twilio_convlink.E010).",
+                     ", ".join(expected), message_pk)
+    try:
+        _forward_in_process(message_pk)
+    except ApiError:
+        pass  # recorded and logged by forward_customer_message
     except Exception:
-        logger.exception("Enqueuing the group chat forward of message %s failed; "
-                         "retry_group_chats will pick it up", message_pk)
+        logger.exception("The group chat forward of message %s failed in this process; recorded on "
+                         "the message for retry_group_chats", message_pk)
 
 
 def _schedule_retry(message_pk: int) -> None:
@@ -111,10 +158,11 @@ def _schedule_retry(message_pk: int) -> None:
 
     retry_at = (get_message_model()._default_manager.filter(pk=message_pk)
                 .values_list("forward_retry_at", flat=True).first())
-    backend = task_backends[convlink_settings.TASK_BACKEND]
-    if retry_at is None or not backend.supports_defer:
+    if retry_at is None:
         return
     try:
+        if not task_backends[convlink_settings.TASK_BACKEND].supports_defer:
+            return
         _configured_task().using(run_after=max(retry_at, timezone.now())).enqueue(message_pk)
     except Exception:
         logger.exception("Scheduling the retry of message %s failed", message_pk)

@@ -2,6 +2,7 @@
 
 import datetime
 import os
+import shlex
 import subprocess
 import sys
 from io import StringIO
@@ -147,11 +148,20 @@ def test_detailed_status(booking, settings):
     assert out.startswith("=== Linkage Status ===")
     assert f"CH{'a' * 32}  phone={CUSTOMER}  method=-" in out
     assert "manual: 1" in out
-    assert "https://<your host>/twilio/webhook/" in out
+    # Not "https://": build_absolute_uri takes the request's scheme as well as its host.
+    assert ("Signatures are validated against /twilio/webhook/ at the request's own scheme "
+            "and host") in out
+    assert "<your host>" not in out
     assert "twilio_convlink.E008" in out
 
 
-def test_detailed_status_names_webhook_url(settings):
+@pytest.fixture
+def shared_cache(settings, tmp_path):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+                                   "LOCATION": str(tmp_path / "cache")}}
+
+
+def test_detailed_status_names_webhook_url(settings, shared_cache):
     settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "WEBHOOK_URL": "https://x.example/t/"}
     out = run("check_twilio_status", "--detailed")
     assert "validated against WEBHOOK_URL: https://x.example/t/" in out
@@ -194,3 +204,128 @@ def test_a_huge_retention_is_a_usage_error_not_a_traceback_from_the_command_line
     assert result.returncode == 1
     assert "--days must be between 0 and 36500" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def forged(count: int) -> None:
+    from tests.conftest import TwilioClient
+
+    client = TwilioClient(token="forged")
+    for _ in range(count):
+        assert client.webhook(payload("onMessageAdded_sms_from_customer")).status_code == 403
+
+
+def line_of(out: str, start: str) -> str:
+    [line] = [line for line in out.splitlines() if line.startswith(start)]
+    return line
+
+
+def test_forged_count_names_its_shared_cache(shared_cache):
+    forged(5)
+    line = line_of(run("check_twilio_status", "--detailed"), "Forged or unsigned requests refused today")
+    assert line == ('Forged or unsigned requests refused today: 5 (counted in the "default" cache, '
+                    "django.core.cache.backends.filebased.FileBasedCache)")
+
+
+@pytest.mark.parametrize(("backend", "why"), [
+    ("django.core.cache.backends.locmem.LocMemCache", "per process"),
+    ("django.core.cache.backends.dummy.DummyCache", "stores nothing"),
+])
+def test_forged_count_warns_when_its_cache_cannot_be_trusted(settings, backend, why):
+    # The webhook's refusals happen in the web server's processes; this command is
+    # another process, which a per-process cache shows none of them.
+    settings.CACHES = {"default": {"BACKEND": backend}}
+    out = run("check_twilio_status", "--detailed")
+    line = line_of(out, "Forged or unsigned requests refused today")
+    assert f'counted in the "default" cache, {backend}' in line
+    assert why in line and "not to be trusted" in line
+    assert "twilio_convlink.W008" in out
+
+
+def test_forward_counts_have_one_label_and_one_number_each():
+    for state in ("sent", "sent", "sent", "failed", "permanent"):
+        MessageFactory(forward_state=state)
+    line = line_of(run("check_twilio_status", "--detailed"), "Group chat forwards: ")
+    counts = line.removeprefix("Group chat forwards: ").split(", ")
+    assert counts == ["pending 0", "sending 0", "sent 3", "failed (will be retried) 1",
+                      "failed permanently 1"]
+
+
+EXAMPLE = Path(__file__).parent.parent / "example_project"
+
+
+def example_env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "DJANGO_SETTINGS_MODULE": "example_site.settings", "DJANGO_DEBUG": "true",
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'example.sqlite3'}", "PYTHONPATH": str(EXAMPLE)}
+
+
+# rundemo, as the README runs it, with runserver's serving left out (it never returns).
+RUNDEMO = """
+import runpy, sys
+from django.core.management.commands import runserver
+runserver.Command.handle = lambda self, *args, **options: None
+sys.argv = [MANAGE_PY, "rundemo", "127.0.0.1:8765"]
+runpy.run_path(MANAGE_PY, run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("where", ["repository root", "example_project"])
+def test_rundemo_prints_a_send_command_that_works_from_where_it_ran(tmp_path, where):
+    cwd = EXAMPLE.parent if where == "repository root" else EXAMPLE
+    manage_py = os.path.relpath(EXAMPLE / "manage.py", cwd)
+    env = example_env(tmp_path)
+    result = subprocess.run([sys.executable, "-c", f"MANAGE_PY = {manage_py!r}" + RUNDEMO],
+                            capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    send = lines[lines.index(next(line for line in lines if "play Twilio" in line)) + 1].strip()
+    assert f"{manage_py} send_sample_webhook --url http://127.0.0.1:8765/twilio/webhook/" in send
+    # The line works as printed, from the same folder (--help: no server to post to).
+    shown = subprocess.run([*shlex.split(send), "--help"], capture_output=True, text=True, cwd=cwd,
+                           env=env, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert "Post a signed sample Twilio Conversations webhook" in shown.stdout
+
+
+@pytest.fixture
+def fake_site():
+    """An HTTP server that answers 200 to every POST and keeps the form it got."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    from urllib.parse import parse_qs
+
+    forms = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            forms.append({key: values[0] for key, values in parse_qs(body).items()})
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/twilio/webhook/", forms
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(("phone", "apartment"), [
+    ("+14155550142", "Harbor View 4B"),  # Alice, staying now (her older stay is elsewhere)
+    ("+12125550199", "Garden Loft 2A"),  # Ben, upcoming
+    ("+16465550123", "Sunset Studio 7"),  # Chloe, past
+    ("+15550001111", "my apartment"),  # nobody in the demo data
+])
+def test_each_demo_tenant_writes_about_their_own_apartment(tmp_path, fake_site, phone, apartment):
+    url, forms = fake_site
+    command = [sys.executable, "manage.py", "send_sample_webhook", "--from", phone, "--url", url]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=EXAMPLE, env=example_env(tmp_path),
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    [form] = forms
+    assert form["Author"] == phone
+    assert apartment in form["Body"]
+    if apartment != "Harbor View 4B":
+        assert "4B" not in form["Body"]

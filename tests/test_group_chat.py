@@ -222,7 +222,7 @@ def test_status_shows_group_chat_failures(deliver, stay):
     call_command("check_twilio_status", "--detailed", stdout=out)
     text = out.getvalue()
     assert "=== Group Chats ===" in text
-    assert "failed, will be retried 1" in text
+    assert "failed (will be retried) 1" in text
     assert "HTTP 429: Too Many Requests" in text
 
 
@@ -383,3 +383,81 @@ def test_a_lost_answer_given_up_on_is_not_posted_again_when_retried_on_request(
     [send] = calls(api_outbox, "send_message")
     assert source.forwarded_sid == send.result
     assert ChatMessage.objects.filter(conversation__is_group_chat=True).count() == 1
+
+
+@pytest.fixture
+def no_tasks_framework(monkeypatch, settings):
+    """Django 5.2 without django-tasks, default settings (the real thing, without the
+    framework importable at all: tests/test_default_install.py)."""
+    from django.conf import global_settings
+
+    from django_twilio_convlink import tasks
+
+    monkeypatch.setattr(tasks, "TASKS_AVAILABLE", False)
+    if hasattr(global_settings, "TASKS"):  # Django 6.0+, where it cannot be absent
+        settings.TASKS = global_settings.TASKS
+    else:
+        del settings.TASKS
+
+
+def test_without_a_tasks_framework_the_forward_runs_after_the_commit(
+        no_tasks_framework, twilio_client, api_outbox, stay, caplog, django_capture_on_commit_callbacks):
+    data = payload(FIRST)
+    with caplog.at_level(logging.INFO, logger="django_twilio_convlink"):
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            assert twilio_client.webhook(data).status_code == 200
+        assert api_outbox == []  # nothing inside the webhook's transaction
+        for callback in callbacks:
+            callback()
+    assert [call.method for call in api_outbox] == ["create_group_chat", "send_message"]
+    assert ChatMessage.objects.get(message_sid=data["MessageSid"]).forward_state == "sent"
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []  # the default is no error
+
+
+def test_without_a_tasks_framework_a_crashing_forward_is_recorded_not_raised(
+        no_tasks_framework, deliver, stay, caplog):
+    LocmemBackend.fail_with = [RuntimeError("a bug")]
+    data = payload(FIRST)
+    deliver(data)  # as the immediate backend would: the webhook's answer does not depend on it
+    source = ChatMessage.objects.get(message_sid=data["MessageSid"])
+    assert source.forward_state == "permanent"
+    assert "RuntimeError: a bug" in source.conversation.group_chat_error
+    assert "retry_group_chats" in caplog.text
+
+
+@pytest.fixture
+def tasks_imported_with():
+    """Import django_twilio_convlink.tasks again under other settings; imported again
+    under the test settings afterwards."""
+    import importlib
+
+    from django.test import override_settings
+
+    from django_twilio_convlink import tasks
+
+    overrides = []
+
+    def reimport(**settings):
+        overrides.append(override_settings(**settings))
+        overrides[-1].enable()
+        importlib.reload(tasks)
+
+    yield reimport
+    for override in reversed(overrides):
+        override.disable()
+    importlib.reload(tasks)
+
+
+def test_a_task_that_could_not_be_bound_says_why_enqueuing_fails(tasks_imported_with, deliver, api_outbox,
+                                                                  caplog):
+    # No backend of TASKS can take the task when the module is imported: the reason
+    # is the task backend's, not an AttributeError of the plain function left behind.
+    tasks_imported_with(TASKS={"default": {"BACKEND": "no.such.Backend"}})
+    data = payload(FIRST)
+    with caplog.at_level(logging.ERROR, logger="django_twilio_convlink"):
+        deliver(data)
+    assert api_outbox == []
+    assert ChatMessage.objects.get(message_sid=data["MessageSid"]).forward_state == "pending"
+    [record] = [r for r in caplog.records if r.name == "django_twilio_convlink.tasks"]
+    assert "Could not find backend 'no.such.Backend'" in record.getMessage()
+    assert "AttributeError" not in caplog.text

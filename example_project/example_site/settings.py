@@ -29,6 +29,11 @@ def _dev_default(value: str) -> str | environ.NoValue:
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default=_dev_default("django-insecure-example-site-dev-only"))
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
 
+# A cache every process shares (CACHE_URL to use Redis or Memcached): the app counts
+# forged webhook requests there, and a per-process LocMem cache would count in each
+# worker alone (system check twilio_convlink.W008).
+CACHES = {"default": env.cache_url("CACHE_URL", default=f"filecache://{BASE_DIR / '.cache'}")}
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",

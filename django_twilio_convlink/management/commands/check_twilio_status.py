@@ -25,6 +25,9 @@ from ...models import DeliveryStatus, Direction, ForwardState, WebhookDelivery, 
 
 # "received 0" would read as "nothing arrived".
 DELIVERY_LABELS = {DeliveryStatus.RECEIVED.value: "waiting to be processed"}
+# The counts are a comma-separated list: no label may hold a comma ("Failed, will be
+# retried" is the model's label, made for the admin).
+FORWARD_LABELS = {ForwardState.FAILED.value: "failed (will be retried)"}
 
 
 def percent(part: int, whole: int) -> str:
@@ -62,6 +65,16 @@ class Command(BaseCommand):
         if detailed:
             self.write_details(Conversation, limit)
 
+    def forged_line(self) -> str:
+        # The view counts refusals in the default cache (deliveries.count_forged): say
+        # which, and when this process cannot see the web server's count (W008).
+        from ...checks import forged_counter_cache
+
+        alias, backend, problem = forged_counter_cache()
+        line = (f"Forged or unsigned requests refused today: {forged_today()} "
+                f'(counted in the "{alias}" cache, {backend})')
+        return f"{line}; not to be trusted: {problem}" if problem else line
+
     def write_details(self, Conversation: Any, limit: int) -> None:
         write = self.stdout.write
         write("")
@@ -81,6 +94,21 @@ class Command(BaseCommand):
             write(f"{sid}  phone={phone or '(unknown)'}  method={method or '-'}")
         if not rows:
             write("(none)")
+        # Why a customer whose booking is right there stays unlinked: bookings saved
+        # without post_save are not in the phone index. One aggregate anti-join.
+        from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
+
+        from ...booking_lookup import unindexed_bookings
+
+        try:
+            missing = unindexed_bookings().count()
+        except (ImproperlyConfigured, FieldDoesNotExist):
+            write("Bookings missing from the phone index: unknown (see the booking settings below)")
+        else:
+            write(f"Bookings missing from the phone index: {missing}" + (
+                " (index them with: manage.py update_conversation_links; for phones changed behind "
+                "the app's back: manage.py rebuild_booking_phones, or update_conversation_links "
+                "--reindex)" if missing else ""))
 
         write("")
         write("=== Group Chats ===")
@@ -88,8 +116,10 @@ class Command(BaseCommand):
         states = dict(Message._default_manager.exclude(forward_state="")
                       .values_list("forward_state").annotate(n=Count("pk")).order_by())
         groups = Conversation._default_manager.filter(is_group_chat=True).count()
-        write(f"Group chats: {groups}; forwards: " + ", ".join(
-            f"{state.label.lower()} {states.get(state.value, 0)}" for state in ForwardState))
+        write(f"Group chats: {groups}")
+        write("Group chat forwards: " + ", ".join(
+            f"{FORWARD_LABELS.get(state.value, state.label.lower())} {states.get(state.value, 0)}"
+            for state in ForwardState))
         failing = (Conversation._default_manager.exclude(group_chat_error="")
                    .order_by("-updated_at")
                    .values_list("conversation_sid", "customer_phone", "group_chat_error_code",
@@ -109,8 +139,10 @@ class Command(BaseCommand):
         if configured:
             write(f"Signatures are validated against WEBHOOK_URL: {configured}")
         elif path:
-            write(f"Signatures are validated against the request's own URL, "
-                  f"https://<your host>{path} (set WEBHOOK_URL if a proxy changes it)")
+            # build_absolute_uri: the scheme is the request's too (https only behind a
+            # proxy that says so through SECURE_PROXY_SSL_HEADER).
+            write(f"Signatures are validated against {path} at the request's own scheme and host "
+                  "(set WEBHOOK_URL if a proxy changes either)")
         else:
             write("The webhook URL is not included in the URLconf "
                   '(add path("twilio/", include("django_twilio_convlink.urls"))).')
@@ -134,7 +166,7 @@ class Command(BaseCommand):
                   "(replay with: manage.py replay_twilio_webhooks --unfinished)")
         else:
             write(f"Unfinished deliveries (still waiting {grace} s after they arrived): 0")
-        write(f"Forged or unsigned requests refused today: {forged_today()}")
+        write(self.forged_line())
 
         write("")
         write("=== Settings ===")

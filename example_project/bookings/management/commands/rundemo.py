@@ -3,11 +3,17 @@
     python manage.py rundemo                 # http://127.0.0.1:8000/
     python manage.py rundemo 127.0.0.1:8765
 
-Then, in another terminal: python manage.py send_sample_webhook
+Then, in another terminal, the command it prints (send_sample_webhook), which works
+from the folder rundemo ran in.
 """
 
 from __future__ import annotations
 
+import os
+import shlex
+import shutil
+import sys
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -20,6 +26,30 @@ from .send_sample_webhook import DEFAULT_URL
 
 DEFAULT_ADDRPORT = "127.0.0.1:8000"
 DEMO_USERNAME = DEMO_PASSWORD = "admin"
+MANAGE_PY = Path(__file__).resolve().parents[3] / "manage.py"
+
+
+def manage_py_command(*args: str) -> str:
+    """The command line that runs this site's manage.py with ``args`` from the current
+    directory, with the interpreter running now.
+
+    README.rst runs ``.venv/bin/python example_project/manage.py rundemo`` from the
+    repository root, without an activated virtualenv: "python manage.py ..." works
+    from neither the folder nor the interpreter the user is in.
+    """
+    here = os.getcwd()
+    python = sys.executable or "python"
+    if shutil.which("python") == python:
+        python = "python"  # the virtualenv is active
+    else:
+        relative = os.path.relpath(python, here)
+        if not relative.startswith(os.pardir):
+            python = relative if os.sep in relative else os.path.join(os.curdir, relative)
+    try:
+        manage_py = os.path.relpath(MANAGE_PY, here)
+    except ValueError:  # Windows: another drive
+        manage_py = str(MANAGE_PY)
+    return shlex.join([python, manage_py, *args])
 
 
 def browser_origin(addrport: str) -> str:
@@ -51,15 +81,16 @@ class Command(BaseCommand):
 
         origin = browser_origin(addrport)
         webhook_url = origin + reverse("twilio_convlink:webhook")
-        send = "python manage.py send_sample_webhook"
+        send_args = ["send_sample_webhook"]
         if webhook_url != DEFAULT_URL:
-            send += f" --url {webhook_url}"
+            send_args += ["--url", webhook_url]
+        send = manage_py_command(*send_args)
         self.stdout.write(
             "\n"
             f"Admin:   {origin}{reverse('admin:index')}  (user {DEMO_USERNAME}, password "
             f"{DEMO_PASSWORD}; for local use only)\n"
             f"Webhook: {webhook_url}\n\n"
-            "Next, in another terminal in this folder, play Twilio:\n"
+            "Next, in another terminal, from this same folder, play Twilio:\n"
             f"    {send}\n"
             "then open Twilio conversations in the admin: the conversation is linked to\n"
             "Alice Moreno's current booking at Harbor View 4B.\n"

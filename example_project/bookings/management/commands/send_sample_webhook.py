@@ -27,6 +27,8 @@ from twilio.request_validator import RequestValidator
 
 from django_twilio_convlink.conf import convlink_settings
 
+from .load_demo_data import tenant_report
+
 DEFAULT_URL = "http://127.0.0.1:8000/twilio/webhook/"
 EVENTS = ["onMessageAdded_sms_from_customer", "onConversationAdded"]
 # SIDs are made up but well formed: the app refuses a payload whose SIDs are not.
@@ -82,7 +84,7 @@ def build_payload(event: str, options: dict[str, Any]) -> dict[str, str]:
         "Index": str(options["index"]),
         "DateCreated": now,
         "Author": options["from"],
-        "Body": options["body"],
+        "Body": options["body"] or tenant_report(options["from"]),
         "Attributes": "{}",
     }
 
@@ -98,8 +100,9 @@ class Command(BaseCommand):
                             help=f"Which delivery to send (default {EVENTS[0]}).")
         parser.add_argument("--from", dest="from", default="+14155550142",
                             help="The customer's phone (default +14155550142, Alice in the demo data).")
-        parser.add_argument("--body", default="Hi, the heater in unit 4B is not working",
-                            help="The message text.")
+        parser.add_argument("--body", default=None,
+                            help="The message text (default: a problem in the apartment of the "
+                                 "demo tenant with that phone).")
         parser.add_argument("--conversation-sid", default=None,
                             help="CH + 32 hex digits; default a new conversation each run.")
         parser.add_argument("--message-sid", default=None,
