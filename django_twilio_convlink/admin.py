@@ -5,22 +5,76 @@
 
 Nothing is registered here: the app cannot know the site's concrete models, and
 registering for them would take that choice away from the site.
+
+The lists are meant to be read at 1280 pixels with the admin's navigation and filter
+sidebars open, which leaves about 630 pixels for the table: few columns, SIDs shortened
+to their ends (the full SID in the title, shown on hover), and the CSS in
+``django_twilio_convlink/admin/change_list.html``.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from . import get_message_model
 from .deliveries import replay
 from .linking import link_manually, update_conversation_links
-from .models import WebhookDelivery, incomplete
+from .models import LinkMethod, WebhookDelivery, incomplete
+from .phones import normalize_phone
+
+CHANGE_LIST_TEMPLATE = "django_twilio_convlink/admin/change_list.html"
+
+
+def short_sid(sid: str) -> SafeString | str:
+    """A SID shortened to its ends for a list column ("CH2aa9…7a5c"); the full SID is
+    the title, so hovering shows it and a page search for it still finds the row."""
+    if not sid:
+        return ""
+    return format_html('<span class="convlink-sid" title="{}">{}…{}</span>', sid, sid[:6], sid[-4:])
+
+
+def secondary(text: Any) -> SafeString:
+    """A second, quieter line inside a list cell."""
+    return format_html('<span class="convlink-secondary">{}</span>', text)
+
+
+def truncated(text: str, length: int) -> SafeString | str:
+    """``text`` cut to ``length`` characters, the whole of it in the title."""
+    if len(text) <= length:
+        return text
+    return format_html('<span title="{}">{}…</span>', text, text[:length - 1].rstrip())
+
+
+class PhoneSearchMixin:
+    """Search terms typed as a phone number also match the E.164 form the app stores.
+
+    The admin's own search splits "(415) 555-0111" into words and finds nothing in a
+    column holding "+14155550111". A term that parses as a phone (in PHONE_REGION) is
+    therefore also looked up in ``phone_search_lookups``, OR-ed into the normal search:
+    one statement, and no join beyond the normal search's, so whether rows may repeat
+    is still the normal search's answer.
+    """
+
+    phone_search_lookups: tuple[str, ...] = ()
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet,
+                           search_term: str) -> tuple[QuerySet, bool]:
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        phone = normalize_phone(search_term) if self.phone_search_lookups else None
+        if phone:
+            matches_phone = Q.create([(lookup, phone) for lookup in self.phone_search_lookups],
+                                     connector=Q.OR)
+            results |= queryset.filter(matches_phone)
+        return results, may_have_duplicates
 
 
 class LinkedFilter(admin.SimpleListFilter):
@@ -69,11 +123,17 @@ class MessageInline(admin.TabularInline):
         return False
 
 
-class ConversationAdmin(admin.ModelAdmin):
-    list_display = ("conversation_sid", "friendly_name", "customer_phone", "booking",
-                    "apartment", "link_method", "linked_at", "created_at")
+# The link methods' labels explain themselves at length; a list column needs one word.
+LINK_METHOD_SHORT = {LinkMethod.AUTOMATIC: _("automatic"), LinkMethod.RETROACTIVE: _("retroactive"),
+                     LinkMethod.MANUAL: _("manual")}
+
+
+class ConversationAdmin(PhoneSearchMixin, admin.ModelAdmin):
+    list_display = ("conversation_label", "booking", "apartment", "link", "created_at")
     list_filter = (LinkedFilter, "link_method", "is_group_chat", "state")
     search_fields = ("conversation_sid", "customer_phone", "friendly_name")
+    phone_search_lookups = ("customer_phone",)
+    change_list_template = CHANGE_LIST_TEMPLATE
     list_select_related = ("booking", "apartment")
     raw_id_fields = ("booking", "apartment")
     readonly_fields = ("conversation_sid", "link_method", "linked_at", "booking_lookup_at",
@@ -95,6 +155,24 @@ class ConversationAdmin(admin.ModelAdmin):
                                   "date_created", "created_at", "updated_at")}),
     )
 
+    @admin.display(description=_("conversation"), ordering="customer_phone")
+    def conversation_label(self, obj: Any) -> SafeString:
+        # str() names the customer (a real friendly name, else the phone); the SID
+        # only when there is nothing else, and then once.
+        label = str(obj)
+        if label == obj.conversation_sid:
+            return short_sid(obj.conversation_sid)
+        kind = _("group chat") if obj.is_group_chat else ""
+        return format_html("{}{}", label, secondary(format_html_join(
+            " · ", "{}", ((part,) for part in (kind, short_sid(obj.conversation_sid)) if part))))
+
+    @admin.display(description=_("link"), ordering="link_method")
+    def link(self, obj: Any) -> SafeString | str:
+        if not obj.link_method:
+            return self.get_empty_value_display()
+        return format_html('<span title="{}">{}</span>', obj.get_link_method_display(),
+                           LINK_METHOD_SHORT.get(obj.link_method, obj.link_method))
+
     def get_inline_instances(self, request: HttpRequest, obj: Any = None) -> list:
         if obj is None:
             return []
@@ -112,43 +190,76 @@ class ConversationAdmin(admin.ModelAdmin):
     # only view them must neither see nor run it.
     @admin.action(description=_("Relink selected conversations by customer phone"), permissions=["change"])
     def relink_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
-        report = update_conversation_links(conversations=queryset)
+        # As the command does: bookings imported without post_save are missing from the
+        # phone index, and the lookup would not find them (one statement when none is).
+        report = update_conversation_links(conversations=queryset, index_missing=True)
         linked, examined = report.linked, report.examined
         skipped = queryset.count() - examined
-        self.message_user(request, ngettext(
+        message = ngettext(
             "%(linked)d of %(examined)d unlinked conversation linked; %(skipped)d skipped "
             "(already linked, manual, or no customer phone).",
             "%(linked)d of %(examined)d unlinked conversations linked; %(skipped)d skipped "
             "(already linked, manual, or no customer phone).",
             examined,
-        ) % {"linked": linked, "examined": examined, "skipped": skipped}, messages.SUCCESS)
+        ) % {"linked": linked, "examined": examined, "skipped": skipped}
+        indexed = report.index.indexed if report.index else 0
+        if indexed:
+            message += " " + ngettext(
+                "%(indexed)d booking missing from the phone index was indexed first.",
+                "%(indexed)d bookings missing from the phone index were indexed first.",
+                indexed,
+            ) % {"indexed": indexed}
+        self.message_user(request, message, messages.SUCCESS)
 
 
-class MessageAdmin(admin.ModelAdmin):
-    list_display = ("message_sid", "conversation", "direction", "author", "short_body",
-                    "source", "forward_state", "date_created")
+class MessageAdmin(PhoneSearchMixin, admin.ModelAdmin):
+    list_display = ("short_body", "conversation", "sender", "sent")
     list_filter = ("direction", "source", "forward_state")
     search_fields = ("message_sid", "author", "body", "conversation__conversation_sid")
+    # Twilio prefixes the channel to some authors ("whatsapp:+14155550111").
+    phone_search_lookups = ("author__endswith",)
+    change_list_template = CHANGE_LIST_TEMPLATE
     list_select_related = ("conversation",)
     raw_id_fields = ("conversation",)
     readonly_fields = ("message_sid", "forward_state", "forwarded_sid", "forward_attempts",
                        "forward_retry_at", "created_at", "updated_at")
     date_hierarchy = "created_at"
 
-    @admin.display(description=_("body"))
-    def short_body(self, obj: Any) -> str:
-        return obj.body if len(obj.body) <= 60 else obj.body[:57] + "..."
+    @admin.display(description=_("message"))
+    def short_body(self, obj: Any) -> SafeString:
+        # Never empty: the first column is the link to the message.
+        if obj.body:
+            text = truncated(obj.body, 100)
+        elif obj.media:
+            count = len(obj.media)
+            text = ngettext("(%(count)d attachment)", "(%(count)d attachments)", count) % {"count": count}
+        else:
+            text = _("(no text)")
+        return format_html("{}{}", text, secondary(short_sid(obj.message_sid)))
+
+    @admin.display(description=_("author"), ordering="author")
+    def sender(self, obj: Any) -> SafeString:
+        # The direction and the forward into the group chat beneath: two columns fewer.
+        details = [obj.get_direction_display()]
+        if obj.forward_state:
+            details.append(_("forward: %(state)s") % {"state": obj.get_forward_state_display()})
+        return format_html("{}{}", obj.author or self.get_empty_value_display(),
+                           secondary(" · ".join(str(detail) for detail in details)))
+
+    @admin.display(description=_("sent"), ordering="date_created")
+    def sent(self, obj: Any) -> Any:
+        return obj.date_created or obj.created_at
 
 
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(admin.ModelAdmin):
     """The app's own delivery log: registered here, since the app owns the model."""
 
-    list_display = ("received_at", "event_type", "status", "message_sid", "conversation_sid",
-                    "retry_count", "attempts", "processed_at", "short_error")
+    list_display = ("received_at", "event", "state", "sids", "short_error")
     list_filter = (NeedsReplayFilter, "status", "event_type")
     search_fields = ("message_sid", "conversation_sid", "idempotency_token", "account_sid")
     date_hierarchy = "received_at"
+    change_list_template = CHANGE_LIST_TEMPLATE
     actions = ["replay_selected"]
     readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
 
@@ -158,9 +269,34 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    @admin.display(description=_("event"), ordering="event_type")
+    def event(self, obj: WebhookDelivery) -> SafeString | str:
+        if not obj.event_type:
+            return _("Unreadable delivery")
+        # Break "onConversationStateUpdated" between its words, not anywhere.
+        words = re.split(r"(?<=[a-z])(?=[A-Z])", obj.event_type)
+        return format_html_join(mark_safe("<wbr>"), "{}", ((word,) for word in words))
+
+    @admin.display(description=_("SIDs"))
+    def sids(self, obj: WebhookDelivery) -> SafeString | str:
+        if not (obj.message_sid or obj.conversation_sid):
+            return self.get_empty_value_display()
+        return format_html_join(mark_safe("<br>"), "{}", (
+            (short_sid(sid),) for sid in (obj.message_sid, obj.conversation_sid) if sid))
+
+    @admin.display(description=_("status"), ordering="status")
+    def state(self, obj: WebhookDelivery) -> SafeString:
+        # Our processing attempts and Twilio's retries of the delivery (its RetryCount)
+        # beneath the status: two columns fewer.
+        attempts = obj.attempts
+        details = [ngettext("%(count)d attempt", "%(count)d attempts", attempts) % {"count": attempts}]
+        if obj.retry_count:
+            details.append(_("Twilio retry %(count)d") % {"count": obj.retry_count})
+        return format_html("{}{}", obj.get_status_display(), secondary(" · ".join(details)))
+
     @admin.display(description=_("error"))
-    def short_error(self, obj: WebhookDelivery) -> str:
-        return obj.error if len(obj.error) <= 80 else obj.error[:77] + "..."
+    def short_error(self, obj: WebhookDelivery) -> SafeString | str:
+        return truncated(obj.error, 60)
 
     def has_replay_permission(self, request: HttpRequest) -> bool:
         # The log itself is read-only in the admin; replaying writes conversations and

@@ -10,7 +10,7 @@ logger = logging.getLogger(__name__)
 class TwilioConvlinkConfig(AppConfig):
     name = "django_twilio_convlink"
     label = "twilio_convlink"
-    verbose_name = _("Twilio conversations")
+    verbose_name = _("Twilio webhook log")
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:

@@ -99,7 +99,15 @@ class AbstractTwilioConversation(models.Model):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
-        return self.friendly_name or self.conversation_sid
+        # The customer, not the SID: the name the app gives before Twilio names the
+        # conversation ("Conversation CH…") only repeats the SID.
+        from .persistence import PLACEHOLDER_NAME
+
+        placeholder = PLACEHOLDER_NAME.format(sid=self.conversation_sid)
+        name = "" if self.friendly_name == placeholder else self.friendly_name
+        if name and self.customer_phone and self.customer_phone not in name:
+            return f"{name} ({self.customer_phone})"
+        return name or self.customer_phone or self.conversation_sid
 
     @property
     def is_linked(self) -> bool:
@@ -146,7 +154,10 @@ class AbstractTwilioMessage(models.Model):
         ordering = ["conversation_id", "index", "pk"]
 
     def __str__(self) -> str:
-        return f"{self.direction} {self.message_sid}"
+        who = f"{self.get_direction_display()} {self.author or self.message_sid}"
+        if not self.body:
+            return f"{who} ({self.message_sid})" if self.author else who
+        return f"{who}: {self.body if len(self.body) <= 50 else self.body[:49].rstrip() + '…'}"
 
     @property
     def is_removed(self) -> bool:
@@ -262,4 +273,12 @@ class WebhookDelivery(models.Model):
         indexes = [models.Index(fields=["status", "received_at"], name="convlink_delivery_status")]
 
     def __str__(self) -> str:
-        return f"{self.event_type or '?'} {self.message_sid or self.conversation_sid} ({self.status})"
+        # A rejected delivery may have no readable event type, nor any SID.
+        subject = " ".join(filter(None, [str(self.event_type or _("Unreadable delivery")),
+                                         self.message_sid or self.conversation_sid]))
+        received = self.received_at
+        if received is None:
+            return f"{subject}: {self.get_status_display()}"
+        if timezone.is_aware(received):
+            received = timezone.localtime(received)
+        return f"{subject}: {self.get_status_display()}, {received:%Y-%m-%d %H:%M:%S}"

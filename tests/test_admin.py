@@ -1,13 +1,17 @@
 """Behaviour 10: the admin classes a site registers in one line each."""
 
 import pytest
+from django.contrib import admin
 from django.contrib.auth.models import Permission
+from django.test import RequestFactory
 from django.urls import reverse
+from django.utils import timezone
 
+from django_twilio_convlink.admin import ConversationAdmin
 from django_twilio_convlink.models import WebhookDelivery
 from tests.conftest import CUSTOMER
 from tests.factories import ConversationFactory, GuestFactory, MessageFactory, ReservationFactory, payload
-from tests.testapp.models import ChatConversation
+from tests.testapp.models import ChatConversation, ChatMessage
 
 pytestmark = pytest.mark.django_db
 
@@ -189,3 +193,112 @@ def test_a_user_who_may_change_deliveries_can_replay(staff_client, failed_delive
     failed_delivery.refresh_from_db()
     assert failed_delivery.status == "processed"
     assert ChatConversation.objects.filter(conversation_sid=failed_delivery.conversation_sid).exists()
+
+
+# Search, lists and titles as a new user meets them.
+
+PHONE = "+14155550111"
+MESSAGES = "admin:testapp_chatmessage_changelist"
+
+
+@pytest.mark.parametrize("typed", ["(415) 555-0111", "415.555.0111"])
+def test_search_by_a_formatted_phone_finds_the_conversation(admin_client, typed):
+    wanted = ConversationFactory(customer_phone=PHONE)
+    other = ConversationFactory(customer_phone="+14155550199")
+    page = admin_client.get(reverse(CHANGELIST), {"q": typed}).content.decode()
+    assert wanted.conversation_sid in page and other.conversation_sid not in page
+
+
+@pytest.mark.parametrize("typed", ["(415) 555-0111", "415.555.0111"])
+def test_search_by_a_formatted_phone_finds_the_messages(admin_client, typed):
+    sms = MessageFactory(conversation=ConversationFactory(customer_phone=PHONE), author=PHONE)
+    whatsapp = MessageFactory(author=f"whatsapp:{PHONE}")
+    other = MessageFactory(author="+14155550199")
+    page = admin_client.get(reverse(MESSAGES), {"q": typed}).content.decode()
+    assert sms.message_sid in page and whatsapp.message_sid in page
+    assert other.message_sid not in page
+
+
+def search(model, term: str, model_admin=None):
+    model_admin = model_admin or admin.site._registry[model]
+    return model_admin.get_search_results(RequestFactory().get("/"), model.objects.all(), term)
+
+
+def test_phone_search_keeps_the_normal_search_in_one_statement(django_assert_num_queries):
+    by_phone = ConversationFactory(customer_phone=PHONE)
+    by_name = ConversationFactory(friendly_name="Booking 415.555.0111, Lisbon")
+    ConversationFactory(customer_phone="+14155550199")
+    results, may_have_duplicates = search(ChatConversation, "415.555.0111")
+    with django_assert_num_queries(1):
+        assert set(results) == {by_phone, by_name}
+    assert may_have_duplicates is False
+    message = MessageFactory(author=PHONE)
+    results, may_have_duplicates = search(ChatMessage, "(415) 555-0111")
+    assert list(results) == [message] and may_have_duplicates is False
+
+
+def test_phone_search_across_a_to_many_relation_still_says_rows_may_repeat():
+    class SiteConversationAdmin(ConversationAdmin):
+        search_fields = (*ConversationAdmin.search_fields, "messages__body")
+
+    conversation = ConversationFactory(customer_phone=PHONE)
+    MessageFactory.create_batch(2, conversation=conversation)
+    results, may_have_duplicates = search(ChatConversation, "(415) 555-0111",
+                                          SiteConversationAdmin(ChatConversation, admin.site))
+    assert may_have_duplicates is True and conversation in results
+
+
+def test_a_conversation_before_twilio_names_it_is_listed_by_its_customer(admin_client):
+    conversation = ConversationFactory(customer_phone=PHONE)  # "Conversation CH…"
+    page = admin_client.get(reverse(CHANGELIST)).content.decode()
+    assert f">{PHONE}<" in page
+    # Once, as the title of its shortened form: not twice, as the link and the name.
+    assert page.count(conversation.conversation_sid) == 1
+    sid = conversation.conversation_sid
+    assert f'title="{sid}">{sid[:6]}…{sid[-4:]}<' in page
+
+
+def test_conversation_titles_name_the_customer(admin_client):
+    placeholder = ConversationFactory(customer_phone=PHONE)
+    assert str(placeholder) == PHONE
+    named = ConversationFactory.build(friendly_name="Maria, Seaside Loft", customer_phone=PHONE)
+    assert str(named) == f"Maria, Seaside Loft ({PHONE})"
+    group_chat = ConversationFactory.build(friendly_name=f"{PHONE} with the manager and assistant")
+    assert str(group_chat) == f"{PHONE} with the manager and assistant"
+    page = admin_client.get(reverse("admin:testapp_chatconversation_change", args=[placeholder.pk]))
+    assert f"<title>{PHONE} |" in page.content.decode()
+
+
+def test_message_titles_say_who_wrote_what():
+    message = MessageFactory(author=PHONE, body="The heater is broken")
+    assert str(message) == f"Inbound {PHONE}: The heater is broken"
+    long = MessageFactory.build(author="ASSISTANT", direction="outbound", body="word " * 40)
+    assert str(long).startswith("Outbound ASSISTANT: word word") and str(long).endswith("…")
+    assert len(str(long)) < 80
+
+
+def test_the_message_list_shows_the_body_and_short_sids(admin_client):
+    message = MessageFactory(author=PHONE, body="Hi, the key box code does not work. " * 5)
+    page = admin_client.get(reverse(MESSAGES)).content.decode()
+    sid = message.message_sid
+    assert f'title="{sid}">{sid[:6]}…{sid[-4:]}<' in page
+    assert "Hi, the key box code does not work." in page and f'title="{message.body}"' in page
+
+
+def test_delivery_titles_are_meaningful(admin_client):
+    rejected = WebhookDelivery.objects.create(status="rejected", params={"Junk": "1"})
+    received = timezone.localtime(rejected.received_at).strftime("%Y-%m-%d %H:%M:%S")
+    assert str(rejected) == f"Unreadable delivery: Rejected (malformed), {received}"
+    data = payload("onMessageAdded_sms_from_customer")
+    processed = WebhookDelivery.objects.create(event_type=data["EventType"], message_sid=data["MessageSid"],
+                                               conversation_sid=data["ConversationSid"], status="processed")
+    assert str(processed).startswith(f"onMessageAdded {data['MessageSid']}: Processed, ")
+    page = admin_client.get(reverse("admin:twilio_convlink_webhookdelivery_change", args=[rejected.pk]))
+    assert "<title>Unreadable delivery: Rejected (malformed)" in page.content.decode()
+    assert "Unreadable delivery" in admin_client.get(reverse(DELIVERIES)).content.decode()
+
+
+def test_the_apps_admin_section_is_the_delivery_log(admin_client):
+    index = admin_client.get(reverse("admin:index"))
+    apps = {app["app_label"]: app["name"] for app in index.context["app_list"]}
+    assert apps["twilio_convlink"] == "Twilio webhook log"
