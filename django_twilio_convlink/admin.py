@@ -27,7 +27,7 @@ from django.utils.translation import ngettext
 
 from . import get_message_model
 from .deliveries import replay
-from .linking import link_manually, update_conversation_links
+from .linking import link_manually, manual_link_saved, update_conversation_links
 from .models import LinkMethod, WebhookDelivery, incomplete
 from .phones import normalize_phone
 
@@ -182,9 +182,12 @@ class ConversationAdmin(PhoneSearchMixin, admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         # A person choosing (or clearing) the booking is a manual link, which
         # automation never overwrites.
-        if {"booking", "apartment"} & set(form.changed_data):
+        manual = bool({"booking", "apartment"} & set(form.changed_data))
+        if manual:
             link_manually(obj)
         super().save_model(request, obj, form, change)
+        if manual:
+            manual_link_saved(obj)
 
     # Relinking writes the booking and apartment of the conversations: a user who may
     # only view them must neither see nor run it.

@@ -7,6 +7,11 @@ Three ways a conversation gets its booking and apartment:
 * retroactive: a booking (or the model holding its phone) is saved later, and the
   customer's unlinked conversations are bulk-updated to it after the commit;
 * manual: an admin sets the booking; automation never touches that link again.
+
+Every way sends ``signals.conversation_linked`` after the commit: one signal per
+booking with the primary keys of the conversations it got, so a batch of 100,000
+conversations is one signal per booking and, with a receiver connected, one SELECT
+more per batch (none without one).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from django.db import connection, connections, transaction
 from django.db.models import Count, F, Func, QuerySet
 from django.utils import timezone
 
-from . import get_conversation_model
+from . import get_conversation_model, signals
 from .booking_lookup import (
     best_bookings,
     booking_fields,
@@ -88,7 +93,30 @@ def link_on_first_phone(conversation: AbstractTwilioConversation, phone: str) ->
     if booking is not None:
         logger.info("Linked conversation %s to booking %s (phone %s)",
                     conversation.conversation_sid, booking.pk, phone)
+        _announce(type(conversation), [conversation.pk], booking.pk, updates["apartment_id"],
+                  LinkMethod.AUTOMATIC)
     return booking is not None
+
+
+def _announce(model: type, conversation_pks: list[Any], booking_pk: Any, apartment_pk: Any,
+              method: str) -> None:
+    signals.send_after_commit(signals.conversation_linked, model, using=model._default_manager.db,
+                              conversation_pks=conversation_pks, booking_pk=booking_pk,
+                              apartment_pk=apartment_pk, method=str(method))
+
+
+def _announce_linked(model: type, linked_at: Any, method: str) -> None:
+    """``conversation_linked`` for every booking the UPDATE stamped with ``linked_at``:
+    one SELECT, and only when someone listens. The timestamp is this UPDATE's own (to
+    the microsecond), so it names exactly the rows the UPDATE changed."""
+    if not signals.conversation_linked.receivers:
+        return
+    by_booking: dict[tuple[Any, Any], list[Any]] = {}
+    for pk, booking_pk, apartment_pk in model._default_manager.filter(
+            linked_at=linked_at, link_method=method).values_list("pk", "booking_id", "apartment_id"):
+        by_booking.setdefault((booking_pk, apartment_pk), []).append(pk)
+    for (booking_pk, apartment_pk), pks in by_booking.items():
+        _announce(model, pks, booking_pk, apartment_pk, method)
 
 
 def relink_phone(phone: str) -> int:
@@ -127,8 +155,11 @@ def _bulk_link(qs, booking_pk: Any, apartment_pk: Any, method: str) -> int:
     """One UPDATE linking every conversation of ``qs``; returns how many it changed.
     The keys may be expressions (a CASE on the phone, see ``_link_batch``)."""
     now = timezone.now()
-    return qs.update(booking_id=booking_pk, apartment_id=apartment_pk, link_method=method,
-                     linked_at=now, booking_lookup_at=now, updated_at=now)
+    linked = qs.update(booking_id=booking_pk, apartment_id=apartment_pk, link_method=method,
+                       linked_at=now, booking_lookup_at=now, updated_at=now)
+    if linked:
+        _announce_linked(qs.model, now, method)
+    return linked
 
 
 def index_booking_phone(booking_pk: Any) -> str | None:
@@ -527,8 +558,18 @@ def _link_unlinked(qs: QuerySet, dry_run: bool, list_conversations: bool) -> Lin
 
 def link_manually(conversation: AbstractTwilioConversation) -> None:
     """Mark an admin's choice of booking (or of no booking) as manual, so that
-    automation never overwrites it."""
+    automation never overwrites it. The caller saves the conversation, then calls
+    ``manual_link_saved``."""
     conversation.link_method = LinkMethod.MANUAL
     conversation.linked_at = timezone.now()
+
     # booking_lookup_at stays as it is: the customer's first message must still record
     # the phone; link_on_first_phone sees the manual method and looks nothing up.
+
+
+def manual_link_saved(conversation: AbstractTwilioConversation) -> None:
+    """A manual link was saved: ``conversation_linked`` (method "manual") after the
+    commit, when a booking was chosen (clearing it links nothing)."""
+    if conversation.booking_id is not None:
+        _announce(type(conversation), [conversation.pk], conversation.booking_id,
+                  conversation.apartment_id, LinkMethod.MANUAL)

@@ -6,12 +6,18 @@ signal                 sender                         keyword arguments
 message_received       the concrete message model     ``message``, ``conversation``, ``origin``
 message_updated        the concrete message model     ``message``, ``conversation``, ``origin``
 message_removed        the concrete message model     ``message``, ``conversation``, ``origin``
+conversation_linked    the concrete conversation      ``conversation_pks`` (list), ``booking_pk``,
+                       model                          ``apartment_pk``, ``method``
 event_received         ``WebhookDelivery``            ``delivery``, ``event_type``, ``params``
 delivery_failed        ``WebhookDelivery``            ``delivery``, ``exception``
 =====================  =============================  ==================================================
 
 ``origin`` says where the change came from: ``"webhook"`` (a live delivery) or
 ``"replay"`` (``replay_twilio_webhooks``, the admin's replay action).
+``conversation_linked`` is sent whenever conversations got a booking, by any path:
+``method`` is ``"automatic"`` (the customer's first message), ``"retroactive"`` (a
+booking saved later, ``update_conversation_links``, the admin's relink action) or
+``"manual"`` (a person chose the booking); one signal per booking.
 
 The contract, for every signal but ``delivery_failed``:
 
@@ -47,6 +53,7 @@ logger = logging.getLogger(__name__)
 message_received = Signal()
 message_updated = Signal()
 message_removed = Signal()
+conversation_linked = Signal()
 event_received = Signal()
 delivery_failed = Signal()
 

@@ -7,10 +7,12 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.db import DatabaseError, connection
+from django.urls import reverse
 
 from django_twilio_convlink import signals
 from django_twilio_convlink.models import WebhookDelivery
 from tests.conftest import CUSTOMER, TwilioClient, payload
+from tests.factories import ConversationFactory, GuestFactory, ReservationFactory
 from tests.test_concurrency import THREADS, deliver_at_once
 from tests.testapp.models import ChatConversation, ChatMessage
 
@@ -160,3 +162,85 @@ def test_a_concurrent_duplicate_that_lost_its_race_sends_nothing(received):
     assert deliver_at_once([{**data, "RetryCount": str(i)} for i in range(THREADS)]) == [200] * THREADS
     assert received.names().count("message_received") == 2  # the first message, and this one once
     assert ChatConversation.objects.count() >= 1
+
+
+# --- conversation_linked: every path, one signal per booking -------------------------------
+
+@pytest.fixture
+def linked():
+    calls = []
+
+    def receive(sender, **kwargs):
+        calls.append((sender, {k: v for k, v in kwargs.items() if k != "signal"}))
+
+    signals.conversation_linked.connect(receive)
+    yield calls
+    signals.conversation_linked.disconnect(receive)
+
+
+def test_linked_automatically_by_the_first_message(linked):
+    booking = ReservationFactory(guest=GuestFactory(mobile="(415) 555-0142"))
+    data = payload(FIRST, Author="+14155550142")
+    deliver(data)
+    conversation = ChatConversation.objects.get(conversation_sid=data["ConversationSid"])
+    assert linked == [(ChatConversation, {"conversation_pks": [conversation.pk], "booking_pk": booking.pk,
+                                          "apartment_pk": booking.unit_id, "method": "automatic"})]
+    deliver(payload(FIRST, Author="+14155550142", Index="1", ConversationSid=data["ConversationSid"]))
+    assert len(linked) == 1  # the lookup runs once
+
+
+def test_linked_retroactively_when_the_booking_is_saved_later(linked):
+    first = ConversationFactory(customer_phone="+14155550142")
+    second = ConversationFactory(customer_phone="+14155550142")
+    ConversationFactory(customer_phone="+14155550199")
+    booking = ReservationFactory(guest=GuestFactory(mobile="(415) 555-0142"))
+    [(sender, kwargs)] = linked
+    assert sender is ChatConversation and sorted(kwargs.pop("conversation_pks")) == [first.pk, second.pk]
+    assert kwargs == {"booking_pk": booking.pk, "apartment_pk": booking.unit_id, "method": "retroactive"}
+
+
+def test_the_repair_command_sends_one_signal_per_booking(linked):
+    bookings = [ReservationFactory(guest=GuestFactory(mobile=f"(415) 555-01{n:02d}")) for n in range(3)]
+    # Conversations stored behind the app's back (no lookup ran), three per customer.
+    ChatConversation.objects.bulk_create([
+        ChatConversation(conversation_sid=f"CH{n:02d}{k}" + "0" * 29, customer_phone=f"+1415555 01{n:02d}"
+                         .replace(" ", "")) for n in range(3) for k in range(3)])
+    call_command("update_conversation_links", stdout=StringIO())
+    assert sorted((kwargs["booking_pk"], len(kwargs["conversation_pks"]), kwargs["method"])
+                  for _, kwargs in linked) == sorted((b.pk, 3, "retroactive") for b in bookings)
+
+
+def test_nothing_is_announced_for_a_link_that_rolled_back(linked):
+    ReservationFactory(guest=GuestFactory(mobile="(415) 555-0142"))
+    with connection.execute_wrapper(fail_delivery_mark):
+        assert deliver(payload(FIRST, Author="+14155550142")).status_code == 500
+    assert linked == []
+
+
+def test_a_manual_link_in_the_admin_is_announced(linked, admin_client):
+    booking = ReservationFactory(guest=GuestFactory(mobile="(415) 555-0199"))
+    conversation = ConversationFactory(customer_phone=CUSTOMER)
+    form = {"friendly_name": "x", "unique_name": "", "state": "", "customer_phone": CUSTOMER,
+            "booking": booking.pk, "apartment": booking.unit.pk, "chat_service_sid": "",
+            "messaging_service_sid": "", "attributes": "{}", "account_sid": "",
+            "messages-TOTAL_FORMS": "0", "messages-INITIAL_FORMS": "0"}
+    url = reverse("admin:testapp_chatconversation_change", args=[conversation.pk])
+    assert admin_client.post(url, form).status_code == 302
+    assert linked == [(ChatConversation, {"conversation_pks": [conversation.pk], "booking_pk": booking.pk,
+                                          "apartment_pk": booking.unit_id, "method": "manual"})]
+
+
+@pytest.mark.parametrize("per_customer", [1, 40])
+def test_a_batch_announcement_costs_one_select_whatever_the_conversations(linked, per_customer):
+    from django_twilio_convlink.testing import CaptureStatements
+
+    for n in range(3):
+        ReservationFactory(guest=GuestFactory(mobile=f"(415) 555-01{n:02d}"))
+    ChatConversation.objects.bulk_create([
+        ChatConversation(conversation_sid=f"CH{n:02d}{k:04d}" + "0" * 26, customer_phone=f"+141555501{n:02d}")
+        for n in range(3) for k in range(per_customer)])
+    with CaptureStatements(connection) as captured:
+        call_command("update_conversation_links", stdout=StringIO())
+    assert len(linked) == 3 and sum(len(kwargs["conversation_pks"]) for _, kwargs in linked) == 3 * per_customer
+    selects = [sql for sql in captured.sql if "linked_at" in sql and sql.lstrip().startswith("SELECT")]
+    assert len(selects) == 1, captured.sql
