@@ -241,6 +241,7 @@ def test_a_batch_announcement_costs_one_select_whatever_the_conversations(linked
         for n in range(3) for k in range(per_customer)])
     with CaptureStatements(connection) as captured:
         call_command("update_conversation_links", stdout=StringIO())
-    assert len(linked) == 3 and sum(len(kwargs["conversation_pks"]) for _, kwargs in linked) == 3 * per_customer
+    assert len(linked) == 3
+    assert sum(len(kwargs["conversation_pks"]) for _, kwargs in linked) == 3 * per_customer
     selects = [sql for sql in captured.sql if "linked_at" in sql and sql.lstrip().startswith("SELECT")]
     assert len(selects) == 1, captured.sql
