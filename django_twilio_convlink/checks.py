@@ -262,7 +262,7 @@ def _signing_secrets() -> list[str]:
 
 def forged_counter_cache() -> tuple[str, str, str]:
     """(alias, backend path, why its count cannot be trusted, or "") of the cache
-    ``deliveries.count_forged`` counts refused requests in: the default one."""
+    ``signature.count_forged`` counts refused requests in: the default one."""
     from django.core.cache import DEFAULT_CACHE_ALIAS
     from django.core.cache.backends.dummy import DummyCache
     from django.core.cache.backends.locmem import LocMemCache

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from django.core.cache import cache
 from django.db import DatabaseError, connection
 from django.db.models import F, Q
 from django.http import HttpRequest, QueryDict
@@ -42,7 +41,6 @@ IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
 KEPT_HEADERS = (IDEMPOTENCY_HEADER, SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER,
                 "User-Agent", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host")
 REDACTED_HEADERS = {SIGNATURE_HEADER}
-FORGED_COUNTER = "twilio_convlink:forged:{day}"
 
 
 def _clean(value: str, limit: int | None = None) -> str:
@@ -163,20 +161,6 @@ def mark_failed(delivery: WebhookDelivery, exc: BaseException) -> None:
             # drop it so the next statement opens a fresh one.
             connection.close()
     logger.error("Could not record the failure of delivery %s", delivery.pk)
-
-
-def count_forged() -> None:
-    """Count a refused (unsigned or forged) request in the cache, never the database."""
-    key = FORGED_COUNTER.format(day=timezone.now().date().isoformat())
-    try:
-        if not cache.add(key, 1, timeout=2 * 86400):
-            cache.incr(key)
-    except Exception:  # a cache outage must not turn a 403 into a 500
-        logger.debug("Could not count a forged request", exc_info=True)
-
-
-def forged_today() -> int:
-    return int(cache.get(FORGED_COUNTER.format(day=timezone.now().date().isoformat()), 0) or 0)
 
 
 def event_of(delivery: WebhookDelivery) -> Event:

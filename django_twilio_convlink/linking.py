@@ -340,11 +340,9 @@ class PlannedLink:
     phone: str
     booking_pk: Any
     apartment_pk: Any
-    conversation_sids: list[str] = field(default_factory=list)
-    # How many of them were (or, in a dry run, would be) linked: the SIDs seen. One
-    # UPDATE links a whole batch of phones, so when someone linked some of them
+    # One UPDATE links a whole batch of phones, so when someone linked some of these
     # meanwhile only the report's total (rows the UPDATEs changed) shows it.
-    linked: int = 0
+    conversation_sids: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -356,7 +354,6 @@ class LinkReport:
     linked: int = 0
     # Per phone, only when the conversations were listed (list_conversations=True).
     links: list[PlannedLink] = field(default_factory=list)
-    dry_run: bool = False
     # What was done to the phone index first (index_missing or reindex), else None.
     # In a dry run: what would have been done.
     index: PhoneIndexRepair | None = None
@@ -534,7 +531,7 @@ def _repair_index(reindex: bool) -> PhoneIndexRepair:
 def _link_unlinked(qs: QuerySet, dry_run: bool, list_conversations: bool) -> LinkReport:
     fields = booking_fields()
     today = timezone.localdate()  # one day for the whole run, as one lookup would have
-    report = LinkReport(dry_run=dry_run)
+    report = LinkReport()
     for batch in _batches(_phone_groups(qs, list_conversations), _phone_batch_size(qs)):
         targets = best_bookings([group[0] for group in batch], fields, today)
         planned = 0
@@ -545,8 +542,7 @@ def _link_unlinked(qs: QuerySet, dry_run: bool, list_conversations: bool) -> Lin
             planned += count
             if list_conversations:
                 booking_pk, apartment_pk = targets[customer_phone]
-                report.links.append(PlannedLink(customer_phone, booking_pk, apartment_pk, sids,
-                                                linked=count))
+                report.links.append(PlannedLink(customer_phone, booking_pk, apartment_pk, sids))
         if dry_run or not targets:
             report.linked += planned
             continue

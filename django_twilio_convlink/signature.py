@@ -15,12 +15,15 @@ proxy that hides the public URL is the most common cause, and a bare 403 hides i
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
+from django.core.cache import cache
 from django.core.exceptions import BadRequest, DisallowedHost, SuspiciousOperation
 from django.http import HttpRequest, QueryDict, UnreadablePostError
 from django.http.multipartparser import MultiPartParserError
+from django.utils import timezone
 from twilio.request_validator import RequestValidator
 
 try:  # twilio 9.13+: webhook shared-key signing
@@ -29,6 +32,8 @@ except ImportError:
     SIGNATURE_SETTINGS_HEADER, get_signature_algorithm = "X-Twilio-Webhooks-Signature-Settings", None
 
 from .conf import convlink_settings
+
+logger = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
 
@@ -175,3 +180,23 @@ def signature_failure(request: HttpRequest, url: str, signature: str) -> str | N
         if RequestValidator(secret).validate(url, params, signature, **options):
             return None
     return f"{SIGNATURE_HEADER} does not match"
+
+
+# The refused requests are counted per day in the site's default cache, never in the
+# database: strangers must not be able to fill a table (check W008 warns when that
+# cache is per process).
+FORGED_COUNTER = "twilio_convlink:forged:{day}"
+
+
+def count_forged() -> None:
+    """Count a refused (unsigned or forged) request in the cache, never the database."""
+    key = FORGED_COUNTER.format(day=timezone.now().date().isoformat())
+    try:
+        if not cache.add(key, 1, timeout=2 * 86400):
+            cache.incr(key)
+    except Exception:  # a cache outage must not turn a 403 into a 500
+        logger.debug("Could not count a forged request", exc_info=True)
+
+
+def forged_today() -> int:
+    return int(cache.get(FORGED_COUNTER.format(day=timezone.now().date().isoformat()), 0) or 0)

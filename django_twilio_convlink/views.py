@@ -12,10 +12,10 @@ from django.http import HttpRequest, HttpResponse
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from .deliveries import count_forged, process_delivery, record_delivery
+from .deliveries import process_delivery, record_delivery
 from .events import InvalidPayload, RefusedEvent, parse_event
 from .models import DeliveryStatus
-from .signature import refusal
+from .signature import count_forged, refusal
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,9 @@ from django.test import RequestFactory
 from django.urls import reverse
 from django.utils import timezone
 
-from django_twilio_convlink.deliveries import forged_today, record_delivery
+from django_twilio_convlink.deliveries import record_delivery
 from django_twilio_convlink.models import WebhookDelivery
+from django_twilio_convlink.signature import forged_today
 from tests.conftest import WEBHOOK_PATH, TwilioClient, payload
 from tests.testapp.models import ChatConversation, ChatMessage
 

@@ -53,10 +53,10 @@ from twilio.request_validator import RequestValidator
 
 from django_twilio_convlink import api, get_conversation_model, get_message_model
 from django_twilio_convlink.conf import convlink_settings
-from django_twilio_convlink.deliveries import forged_today
 from django_twilio_convlink.events import ConversationEvent, InvalidPayload, MessageEvent, parse_event
 from django_twilio_convlink.models import WebhookDelivery
 from django_twilio_convlink.persistence import conversation_fields
+from django_twilio_convlink.signature import forged_today
 from tests.conftest import PAYLOADS, WEBHOOK_PATH
 
 # Tuned so the file runs in well under 60 s on 2 cores on SQLite, PostgreSQL and

@@ -8,7 +8,7 @@ from django.db import connection
 from django.test import Client, override_settings
 from twilio.request_validator import RequestValidator
 
-from django_twilio_convlink.deliveries import forged_today
+from django_twilio_convlink.signature import forged_today
 from tests.conftest import WEBHOOK_PATH, TwilioClient, payload
 from tests.testapp.models import ChatConversation, ChatMessage
 

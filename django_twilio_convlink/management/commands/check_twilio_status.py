@@ -20,8 +20,8 @@ from django.urls import NoReverseMatch, reverse
 
 from ... import get_conversation_model, get_message_model
 from ...conf import convlink_settings
-from ...deliveries import forged_today
 from ...models import DeliveryStatus, Direction, ForwardState, WebhookDelivery, incomplete
+from ...signature import forged_today
 
 # "received 0" would read as "nothing arrived".
 DELIVERY_LABELS = {DeliveryStatus.RECEIVED.value: "waiting to be processed"}
@@ -66,7 +66,7 @@ class Command(BaseCommand):
             self.write_details(Conversation, limit)
 
     def forged_line(self) -> str:
-        # The view counts refusals in the default cache (deliveries.count_forged): say
+        # The view counts refusals in the default cache (signature.count_forged): say
         # which, and when this process cannot see the web server's count (W008).
         from ...checks import forged_counter_cache
 
