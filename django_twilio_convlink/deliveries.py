@@ -145,7 +145,7 @@ def _mark_processed(delivery: WebhookDelivery) -> None:
 def mark_refused(delivery: WebhookDelivery, exc: RefusedEvent) -> None:
     """Record why a well-formed event was not applied (status rejected or refused)."""
     logger.warning("Refused Twilio %s (delivery %s): %s", delivery.event_type, delivery.pk, exc)
-    WebhookDelivery.objects.filter(pk=delivery.pk).update(
+    WebhookDelivery.objects.filter(pk=delivery.pk).exclude(status=DeliveryStatus.PROCESSED).update(
         status=exc.delivery_status, error=str(exc)[:2000], traceback="")
 
 
@@ -154,7 +154,10 @@ def mark_failed(delivery: WebhookDelivery, exc: BaseException) -> None:
               "traceback": "".join(traceback.format_exception(exc))[-20000:]}
     for _ in range(2):
         try:
-            WebhookDelivery.objects.filter(pk=delivery.pk).update(**values)
+            # Not over "processed": a retry of this delivery may have succeeded and
+            # settled it while this copy was failing (_same_delivery).
+            WebhookDelivery.objects.filter(pk=delivery.pk).exclude(
+                status=DeliveryStatus.PROCESSED).update(**values)
             return
         except DatabaseError:
             # The failure may have been the connection itself (killed, restarted):

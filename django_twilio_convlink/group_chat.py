@@ -206,6 +206,11 @@ def _claim(message_pk: int) -> tuple[AbstractTwilioMessage, AbstractTwilioConver
         if message.forward_state == ForwardState.SENDING and message.forward_retry_at \
                 and message.forward_retry_at > now:
             return None
+        if message.date_removed is not None and message.forward_state != ForwardState.SENDING:
+            # Taken back by the customer. cancel_forward (after the removal's commit) is
+            # the fast path; this is the durable one, for a process that died before it.
+            Message._default_manager.filter(pk=message.pk).update(forward_state="", forward_retry_at=None)
+            return None
         conversation = Conversation._default_manager.get(pk=message.conversation_id)
         if conversation.is_group_chat or Conversation._default_manager.filter(
                 group_chat_id=conversation.pk).exists():

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from typing import Any
 
 from django.db import connections, transaction
-from django.db.models import BigIntegerField
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -63,7 +62,9 @@ def find_conversation(conversation_sid: str, message_sid: str
         f"(SELECT {quote(Message._meta.get_field('conversation').column)}"
         f" FROM {quote(Message._meta.db_table)}"
         f" WHERE {quote(Message._meta.get_field('message_sid').column)} = %s)",
-        (message_sid,), output_field=BigIntegerField(),
+        # Typed as the conversation's own key (a UUID on some sites), so that it
+        # compares equal to conversation.pk on every database.
+        (message_sid,), output_field=Message._meta.get_field("conversation").target_field,
     )
     # A slice, not first(): the SID is unique, and first()'s ORDER BY costs compiling.
     for conversation in manager.filter(conversation_sid=conversation_sid).annotate(

@@ -374,3 +374,16 @@ def test_admin_lists_unfinished_deliveries(admin_client):
     page = admin_client.get(changelist, {"needs_replay": "unfinished"}).content.decode()
     assert stuck.message_sid in page
     assert WebhookDelivery.objects.get(idempotency_token="in-flight").message_sid not in page
+
+
+def test_a_late_failure_does_not_undo_a_settled_delivery():
+    # Copy 1 is interrupted; Twilio's retry succeeds and settles it; then copy 1's
+    # failure is recorded: the row must stay processed.
+    from django_twilio_convlink.deliveries import mark_failed
+
+    data = payload(FIRST)
+    first = killed_mid_processing(data)
+    assert deliver({**data, "RetryCount": "1"}).status_code == 200
+    mark_failed(first, RuntimeError("too late"))
+    first.refresh_from_db()
+    assert first.status == "processed" and first.error == ""

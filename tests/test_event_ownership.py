@@ -144,3 +144,20 @@ def test_known_message_under_an_unknown_conversation_is_a_400_not_a_retry_loop(
     call_command("replay_twilio_webhooks", str(WebhookDelivery.objects.order_by("pk").last().pk),
                  stdout=out, stderr=StringIO())
     assert "0 failed, 1 malformed" in out.getvalue()
+
+
+def test_upgraded_sites_record_the_accounts_of_older_conversations(twilio_client, subaccount):
+    theirs = payload(FIRST, AccountSid=SUBACCOUNT, ConversationSid=sid("CH"))
+    subaccount.webhook(theirs)
+    twilio_client.webhook(payload(FIRST))
+    unknown = ChatConversation.objects.create(conversation_sid=sid("CH"))  # older than the log
+    ChatConversation.objects.update(account_sid="")  # as stored before the upgrade
+    out = StringIO()
+    call_command("record_conversation_accounts", "--dry-run", stdout=out)
+    assert "Would record the account of 2 conversation(s); 1 still blank" in out.getvalue()
+    call_command("record_conversation_accounts", stdout=StringIO())
+    assert dict(ChatConversation.objects.values_list("conversation_sid", "account_sid")) == {
+        theirs["ConversationSid"]: SUBACCOUNT, payload(FIRST)["ConversationSid"]: MAIN,
+        unknown.conversation_sid: ""}
+    later = payload(FIRST, AccountSid=SUBACCOUNT, ConversationSid=theirs["ConversationSid"], Index="1")
+    assert subaccount.webhook(later).status_code == 200

@@ -280,3 +280,17 @@ def test_an_unknown_state_is_logged_and_the_known_one_kept(twilio_client, caplog
     assert "unknown conversation state 'archived-ish'" in caplog.text
     if field == "State":
         assert conversation.friendly_name == "Renamed"  # the rest of the event applies
+
+
+def test_a_removed_message_is_never_forwarded_even_if_the_cancel_was_lost(twilio_client, api_outbox, settings):
+    # The removal committed, and the process died before its after-commit cancel ran.
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "TASK_BACKEND": "dummy"}
+    twilio_client.webhook(payload("onMessageAdded_sms_from_customer", Author=CUSTOMER))
+    message = ChatMessage.objects.get()
+    ChatMessage.objects.filter(pk=message.pk).update(date_removed="2026-11-20T14:00:00Z")
+    from django_twilio_convlink.group_chat import forward_customer_message
+
+    assert forward_customer_message(message.pk) == ""
+    message.refresh_from_db()
+    assert (message.forward_state, message.forward_retry_at) == ("", None)
+    assert not [call for call in api_outbox if call.method == "send_message"]
