@@ -282,7 +282,8 @@ def test_an_unknown_state_is_logged_and_the_known_one_kept(twilio_client, caplog
         assert conversation.friendly_name == "Renamed"  # the rest of the event applies
 
 
-def test_a_removed_message_is_never_forwarded_even_if_the_cancel_was_lost(twilio_client, api_outbox, settings):
+def test_a_removed_message_is_never_forwarded_even_if_the_cancel_was_lost(
+        twilio_client, api_outbox, settings):
     # The removal committed, and the process died before its after-commit cancel ran.
     settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "TASK_BACKEND": "dummy"}
     twilio_client.webhook(payload("onMessageAdded_sms_from_customer", Author=CUSTOMER))

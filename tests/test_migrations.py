@@ -14,7 +14,8 @@ def test_failed_deliveries_recorded_before_fingerprints_get_one():
     executor = MigrationExecutor(connection)
     before = [("twilio_convlink", "0003_delivery_fingerprint_and_refused")]
     executor.migrate(before)
-    WebhookDelivery = executor.loader.project_state(before).apps.get_model("twilio_convlink", "WebhookDelivery")
+    old_apps = executor.loader.project_state(before).apps
+    WebhookDelivery = old_apps.get_model("twilio_convlink", "WebhookDelivery")
     data = payload("onMessageAdded_sms_from_customer")
     failed = WebhookDelivery.objects.create(params=data, status="failed")
     done = WebhookDelivery.objects.create(params=data, status="processed")

@@ -60,7 +60,8 @@ def deliver(data, **kwargs):
 
 def fail_delivery_mark(execute, sql, params, many, context):
     # The last statement of the event's transaction: everything before it rolls back.
-    if sql.lstrip().upper().startswith("UPDATE") and "webhookdelivery" in sql and params and params[0] == "processed":
+    marking = sql.lstrip().upper().startswith("UPDATE") and "webhookdelivery" in sql
+    if marking and params and params[0] == "processed":
         raise DatabaseError("simulated: commit-time failure")
     return execute(sql, params, many, context)
 
