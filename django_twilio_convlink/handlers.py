@@ -20,8 +20,7 @@ from .linking import link_on_first_phone
 from .persistence import (
     conversation_fields,
     find_conversation,
-    message_conversation_sid,
-    refuse_message_elsewhere,
+    refuse_if_stored_elsewhere,
     save_conversation_to_db,
     save_message_to_db,
 )
@@ -42,8 +41,7 @@ def handle_message_event(event: MessageEvent, then: Callable[[], None] = _nothin
     if conversation is not None:
         check_account(conversation, event.account_sid)
         if stored_in is not None and stored_in != conversation.pk:
-            refuse_message_elsewhere(event.message_sid, event.conversation_sid,
-                                     message_conversation_sid(event.message_sid) or "?")
+            refuse_if_stored_elsewhere(event)
     stored = stored_in is not None
     if stored and event.event_type == "onMessageAdded":
         # A redelivery (or a duplicate that lost the race): the stored row is the
@@ -107,9 +105,7 @@ def handle_event(event: Event, then: Callable[[], None] = _nothing, origin: str 
         # under another conversation than the event names, which no attempt can ever
         # change: refuse it (400), don't loop on 500s.
         if isinstance(event, MessageEvent):
-            elsewhere = message_conversation_sid(event.message_sid)
-            if elsewhere is not None and elsewhere != event.conversation_sid:
-                refuse_message_elsewhere(event.message_sid, event.conversation_sid, elsewhere)
+            refuse_if_stored_elsewhere(event)
 
     run_with_retries(lambda: handler(event, then, origin), what=event.event_type,  # type: ignore[arg-type]
                      duplicates=True, on_duplicate=refuse_if_elsewhere)

@@ -203,7 +203,7 @@ class WebhookDeliveryQuerySet(models.QuerySet):
         """Deliveries still ``received`` after DELIVERY_UNFINISHED_AFTER seconds: their
         processing never ended (the worker was killed, or ran out of time). Nothing of
         their event was written, and Twilio may never retry them."""
-        return self.filter(status=DeliveryStatus.RECEIVED, received_at__lt=unfinished_cutoff(now))
+        return self.needing_replay(failed=False, now=now)
 
     def needing_replay(self, *, failed: bool = True, unfinished: bool = True,
                        now: datetime.datetime | None = None) -> WebhookDeliveryQuerySet:

@@ -44,7 +44,7 @@ insert_steps: list[InsertStep] = []
 
 
 def find_conversation(conversation_sid: str, message_sid: str
-                      ) -> tuple[AbstractTwilioConversation | None, int | None]:
+                      ) -> tuple[AbstractTwilioConversation | None, Any]:
     """The stored conversation ``conversation_sid`` (or None) and the primary key of
     the conversation that message ``message_sid`` is stored in (None when it is not
     stored): one SELECT, no lock. Returns (conversation, stored_in).
@@ -73,18 +73,16 @@ def find_conversation(conversation_sid: str, message_sid: str
     return None, None
 
 
-def message_conversation_sid(message_sid: str) -> str | None:
-    """The SID of the conversation message ``message_sid`` is stored in, or None."""
-    return get_message_model()._default_manager.filter(message_sid=message_sid).values_list(
+def refuse_if_stored_elsewhere(event: MessageEvent) -> None:
+    """Raise RefusedEvent when the event's message is stored under another
+    conversation than the event names. Message SIDs are unique across Twilio: such an
+    event is not Twilio's, and applying it would edit (or file) a message of one
+    conversation under another. One query; called only where that is suspected."""
+    elsewhere = get_message_model()._default_manager.filter(message_sid=event.message_sid).values_list(
         "conversation__conversation_sid", flat=True).first()
-
-
-def refuse_message_elsewhere(message_sid: str, conversation_sid: str, stored_in_sid: str) -> None:
-    """Message SIDs are unique across Twilio: an event naming another conversation
-    for a stored message is not Twilio's, and applying it would edit (or file) a
-    message of one conversation under another."""
-    raise RefusedEvent(f"Message {message_sid} belongs to conversation {stored_in_sid}, "
-                       f"not {conversation_sid}.")
+    if elsewhere is not None and elsewhere != event.conversation_sid:
+        raise RefusedEvent(f"Message {event.message_sid} belongs to conversation {elsewhere}, "
+                           f"not {event.conversation_sid}.")
 
 
 def save_conversation_to_db(

@@ -14,11 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.core import checks
+from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandParser
 from django.db.models import Count, Min, Q
 from django.urls import NoReverseMatch, reverse
 
 from ... import get_conversation_model, get_message_model
+from ...booking_lookup import unindexed_bookings
 from ...conf import convlink_settings
 from ...models import DeliveryStatus, Direction, ForwardState, WebhookDelivery, incomplete
 from ...signature import forged_today
@@ -96,10 +98,6 @@ class Command(BaseCommand):
             write("(none)")
         # Why a customer whose booking is right there stays unlinked: bookings saved
         # without post_save are not in the phone index. One aggregate anti-join.
-        from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
-
-        from ...booking_lookup import unindexed_bookings
-
         try:
             missing = unindexed_bookings().count()
         except (ImproperlyConfigured, FieldDoesNotExist):
@@ -160,12 +158,10 @@ class Command(BaseCommand):
             write(f"Oldest failed delivery: {log['oldest_failed']:%Y-%m-%d %H:%M} "
                   "(replay with: manage.py replay_twilio_webhooks --failed)")
         grace = convlink_settings.DELIVERY_UNFINISHED_AFTER
-        if log["unfinished"]:
-            write(f"Unfinished deliveries (still waiting {grace} s after they arrived; their worker "
-                  f"died): {log['unfinished']}, oldest {log['oldest_unfinished']:%Y-%m-%d %H:%M} "
-                  "(replay with: manage.py replay_twilio_webhooks --unfinished)")
-        else:
-            write(f"Unfinished deliveries (still waiting {grace} s after they arrived): 0")
+        oldest = (f", oldest {log['oldest_unfinished']:%Y-%m-%d %H:%M} (replay with: "
+                  "manage.py replay_twilio_webhooks --unfinished)" if log["unfinished"] else "")
+        write(f"Unfinished deliveries (still waiting {grace} s after they arrived"
+              f"{'; their worker died' if log['unfinished'] else ''}): {log['unfinished']}{oldest}")
         write(self.forged_line())
 
         write("")
