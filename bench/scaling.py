@@ -54,8 +54,13 @@ from django.db import connection, models
 from django.utils import timezone
 
 from bench.common import Row, median_seconds
-from django_twilio_convlink.booking_lookup import find_booking, get_booking_from_phone
-from django_twilio_convlink.linking import index_booking_phone, link_conversations_to_booking, relink_phone
+from django_twilio_convlink.linking import (
+    find_booking,
+    get_booking_from_phone,
+    index_booking_phone,
+    link_conversations_to_booking,
+    relink_phone,
+)
 from django_twilio_convlink.models import BookingPhone
 from django_twilio_convlink.phones import normalize_phone
 from django_twilio_convlink.testing import CaptureStatements

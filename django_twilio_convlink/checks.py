@@ -47,7 +47,7 @@ def _model(key: str, errors: list, abstract_base: type | None = None) -> type[mo
 
 def _check_booking_fields(booking: type[models.Model], apartment: type[models.Model] | None,
                           errors: list) -> None:
-    from .booking_lookup import resolve_path
+    from .linking.bookings import resolve_path
 
     phone_path = convlink_settings.get("BOOKING_PHONE_FIELD")
     if not phone_path:

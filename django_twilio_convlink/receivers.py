@@ -20,15 +20,14 @@ from typing import Any
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save, pre_delete
 
-from .booking_lookup import booking_fields
-from .linking import (
+from .linking.bookings import booking_fields
+from .linking.phone_index import (
     forget_booking,
     index_booking_phone,
     index_holder_bookings,
-    link_conversations_to_booking,
-    relink_phone_holder,
     unindex_holder_bookings,
 )
+from .linking.rules import link_conversations_to_booking, relink_phone_holder
 
 logger = logging.getLogger(__name__)
 

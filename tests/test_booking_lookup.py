@@ -6,8 +6,10 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from django_twilio_convlink.booking_lookup import booking_fields, get_booking_from_phone, ordered_candidates
+from django_twilio_convlink.booking_lookup import get_booking_from_phone
 from django_twilio_convlink.linking import rebuild_booking_phones
+from django_twilio_convlink.linking.bookings import booking_fields
+from django_twilio_convlink.linking.lookup import ordered_candidates
 from django_twilio_convlink.models import BookingPhone
 from django_twilio_convlink.phones import normalize_phone
 from tests.factories import GuestFactory, ReservationFactory

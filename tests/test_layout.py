@@ -2,13 +2,15 @@
 it (persistence.insert_steps, the public signals) the way a site's code would."""
 
 import ast
+import importlib
+import re
 from pathlib import Path
 
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "django_twilio_convlink"
 WRITE_PATH = ["views.py", "signature.py", "events.py", "deliveries.py", "handlers.py", "persistence.py",
-              "linking.py", "accounts.py"]
+              "linking", "accounts.py"]
 CONSUMERS = {"group_chat", "tasks", "api"}
 
 
@@ -23,8 +25,39 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("module", WRITE_PATH)
+def write_path_files() -> list[str]:
+    files = []
+    for name in WRITE_PATH:
+        path = PACKAGE / name
+        files += [str(p.relative_to(PACKAGE)) for p in sorted(path.glob("*.py"))] if path.is_dir() else [name]
+    return files
+
+
+@pytest.mark.parametrize("module", write_path_files())
 def test_the_write_path_does_not_import_the_group_chat(module):
     assert not imported_modules(PACKAGE / module) & CONSUMERS
     assert "group_chat" not in (PACKAGE / module).read_text().replace("group_chat_", "").replace(
         "is_group_chat", ""), f"{module} names the group chat"
+
+
+README = PACKAGE.parent / "README.rst"
+
+
+def documented_names() -> list[str]:
+    """Every ``django_twilio_convlink...`` dotted name and ``from ... import`` of the README,
+    and the ``linking.`` functions it names in prose."""
+    text = README.read_text()
+    names = set(re.findall(r"\bdjango_twilio_convlink(?:\.\w+)+", text))
+    for module, imported in re.findall(r"from (django_twilio_convlink[\w.]*) import ([\w, ]+)", text):
+        names.update(f"{module}.{name.strip()}" for name in imported.split(","))
+    names.update(f"django_twilio_convlink.linking.{name}" for name in re.findall(r"``linking\.(\w+)", text))
+    return sorted(names)
+
+
+@pytest.mark.parametrize("name", documented_names())
+def test_what_the_readme_documents_is_importable(name):
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        module, _, attribute = name.rpartition(".")
+        assert hasattr(importlib.import_module(module), attribute), f"README names {name}"

@@ -13,7 +13,7 @@ from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
-from django_twilio_convlink import linking
+from django_twilio_convlink.linking import phone_index
 from django_twilio_convlink.models import BookingPhone
 from tests.factories import ConversationFactory, GuestFactory, PropertyFactory, ReservationFactory
 from tests.testapp.models import ChatConversation, Guest, Reservation
@@ -121,7 +121,7 @@ def test_bookings_without_a_phone_are_not_missing():
 def test_a_phone_that_is_no_number_is_reported_not_indexed(monkeypatch):
     # Pages of 10, and the first two pages hold only phones that do not parse: paging
     # must move past them, not read them again forever.
-    monkeypatch.setattr(linking, "INDEX_BATCH", 10)
+    monkeypatch.setattr(phone_index, "INDEX_BATCH", 10)
     bulk_create_bookings([GuestFactory(mobile="n/a") for _ in range(20)])
     bulk_create_bookings(customers(25))
     ConversationFactory(customer_phone=phone(24))
@@ -300,7 +300,7 @@ def test_a_reused_key_keeps_the_stale_phone_until_reindex():
 # --- the key the database computes is the key the app writes ----------------------------
 
 def test_the_database_spells_index_keys_as_str_of_the_pk():
-    from django_twilio_convlink.booking_lookup import index_key_sql
+    from django_twilio_convlink.linking.phone_index import index_key_sql
 
     booking = ReservationFactory()
     key = Reservation.objects.annotate(key=index_key_sql(Reservation, F("pk"))).values_list("key", flat=True)

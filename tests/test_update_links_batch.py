@@ -8,9 +8,10 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
-from django_twilio_convlink import linking
-from django_twilio_convlink.booking_lookup import best_bookings, booking_fields, find_booking
+from django_twilio_convlink.linking import batch as batch_module
 from django_twilio_convlink.linking import update_conversation_links
+from django_twilio_convlink.linking.bookings import booking_fields
+from django_twilio_convlink.linking.lookup import best_bookings, find_booking
 from tests.factories import ConversationFactory, GuestFactory, ReservationFactory
 from tests.testapp.models import ChatConversation
 
@@ -72,7 +73,7 @@ def actual_links() -> dict[int, tuple]:
 @pytest.mark.parametrize("batch", [None, 1, 4])
 def test_links_are_those_of_the_one_phone_lookup(monkeypatch, batch):
     if batch is not None:
-        monkeypatch.setattr(linking, "PHONE_BATCH", batch)
+        monkeypatch.setattr(batch_module, "PHONE_BATCH", batch)
     numbers = populate(14)
     expected = expected_links(numbers)
     report = update_conversation_links()
@@ -115,7 +116,7 @@ def test_statements_do_not_grow_with_the_phones(captured_sql, list_conversations
 
 
 def test_statements_grow_with_batches_not_phones(monkeypatch, captured_sql):
-    monkeypatch.setattr(linking, "PHONE_BATCH", 10)
+    monkeypatch.setattr(batch_module, "PHONE_BATCH", 10)
     populate(25)
     with captured_sql() as capture:
         update_conversation_links()

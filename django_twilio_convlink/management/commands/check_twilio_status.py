@@ -20,8 +20,8 @@ from django.db.models import Count, Min, Q
 from django.urls import NoReverseMatch, reverse
 
 from ... import get_conversation_model, get_message_model
-from ...booking_lookup import unindexed_bookings
 from ...conf import convlink_settings
+from ...linking import unindexed_bookings
 from ...models import DeliveryStatus, Direction, ForwardState, WebhookDelivery, incomplete
 from ...signature import forged_today
 

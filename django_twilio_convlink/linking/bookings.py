@@ -1,0 +1,101 @@
+"""The site's booking model as the settings name it, resolved against ``_meta``.
+
+The site names its booking model and the ORM path to the customer's phone in
+settings; ``booking_fields()`` resolves those names once per call into what the
+queries need, and the readers below are the only places that read a phone off the
+site's own tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import models
+
+from .. import get_booking_model
+from ..conf import convlink_settings
+from ..phones import normalize_phone
+
+
+@dataclass(frozen=True)
+class BookingFields:
+    """What the settings say about the site's booking model, resolved against _meta."""
+
+    model: type[models.Model]
+    phone_path: str  # "tenant__phone": from a booking to the customer's phone
+    holder_model: type[models.Model]  # the model that holds the phone (Tenant)
+    holder_path: str  # "tenant": from a booking to the holder; "" when the booking holds it
+    apartment_attname: str  # "apartment_id"
+    start_field: str | None
+    end_field: str | None
+    window_days: int
+
+    @property
+    def has_dates(self) -> bool:
+        return bool(self.start_field and self.end_field)
+
+    @property
+    def holder_phone_field(self) -> str:
+        """The phone's field on the holder model ("phone")."""
+        return self.phone_path.rpartition("__")[2]
+
+    @property
+    def integer_keys(self) -> bool:
+        """Whether bookings have integer primary keys (nearly every site)."""
+        return isinstance(self.model._meta.pk, models.IntegerField | models.AutoField)
+
+
+def resolve_path(model: type[models.Model], path: str) -> tuple[type[models.Model], models.Field]:
+    """Follow an ORM path ("tenant__phone") to (the model holding the last field, the field).
+
+    Raises FieldDoesNotExist or ImproperlyConfigured with the offending part named.
+    """
+    parts = path.split("__")
+    for part in parts[:-1]:
+        field = model._meta.get_field(part)
+        if not field.is_relation or field.many_to_many or field.one_to_many:
+            raise ImproperlyConfigured(
+                f"{part!r} in {path!r} is not a foreign key or one-to-one field of "
+                f"{model._meta.label}."
+            )
+        model = field.related_model
+    return model, model._meta.get_field(parts[-1])
+
+
+def booking_fields() -> BookingFields:
+    s = convlink_settings
+    model = get_booking_model()
+    holder_model, _ = resolve_path(model, s.BOOKING_PHONE_FIELD)
+    apartment = model._meta.get_field(s.BOOKING_APARTMENT_FIELD)
+    return BookingFields(
+        model=model,
+        phone_path=s.BOOKING_PHONE_FIELD,
+        holder_model=holder_model,
+        holder_path=s.BOOKING_PHONE_FIELD.rpartition("__")[0],
+        apartment_attname=apartment.attname,
+        start_field=s.BOOKING_START_FIELD,
+        end_field=s.BOOKING_END_FIELD,
+        window_days=int(s.BOOKING_WINDOW_DAYS),
+    )
+
+
+def booking_phone(fields: BookingFields, booking_pk: Any) -> str | None:
+    """The booking's customer phone in E.164 (None: no booking, no phone, not a number)."""
+    raw = (fields.model._default_manager.filter(pk=booking_pk)
+           .values_list(fields.phone_path, flat=True).first())
+    return normalize_phone(raw)
+
+
+def holder_phone(fields: BookingFields, holder_pk: Any) -> str | None:
+    """The phone of a holder (a tenant) in E.164, the same way."""
+    raw = (fields.holder_model._default_manager.filter(pk=holder_pk)
+           .values_list(fields.holder_phone_field, flat=True).first())
+    return normalize_phone(raw)
+
+
+def holder_booking_pks(fields: BookingFields, holder_pk: Any) -> list[Any]:
+    """The primary keys of the holder's bookings."""
+    return list(fields.model._default_manager.filter(**{fields.holder_path: holder_pk})
+                .values_list("pk", flat=True))
