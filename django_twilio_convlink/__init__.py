@@ -1,5 +1,23 @@
 """Twilio Conversations webhooks for Django: saved messages, conversations linked to
-the site's bookings and apartments by the customer's phone."""
+the site's bookings and apartments by the customer's phone.
+
+The modules, in the order a webhook meets them:
+
+* foundations: ``conf`` (settings, one lazy accessor), ``phones`` (E.164, who is the
+  system side), ``models`` (abstract models, the phone index), ``db`` (the one retry
+  of transient database errors), ``signals`` (the public signals), ``checks``;
+* the webhook: ``views`` (thin), ``signature`` (is it Twilio's, the forged-request
+  counter), ``events`` (form fields to typed events), ``deliveries`` (the delivery
+  log, replay), ``accounts`` (which account may write a conversation);
+* ingest: ``handlers`` (one function per event type, one transaction),
+  ``persistence`` (conversations and messages stored once);
+* ``linking`` (a package: bookings, phone_index, lookup, rules, batch) and
+  ``receivers`` (the site's booking saves, wired to it);
+* consumers of the above: ``group_chat`` (the customer's group chat, connected to the
+  signals in ``apps.ready``) with ``api`` (Twilio REST backends) and ``tasks`` (the
+  forward as a task);
+* for the site: ``admin``, ``urls``, ``testing``, the management commands.
+"""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ No check touches the database: a fresh ``migrate`` must never trip over them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.apps import apps
@@ -23,6 +24,39 @@ SETTINGS_HINT = f"Set it in settings.{SETTINGS_NAME}; see the settings table in 
 
 def _error(msg: str, hint: str, id: int) -> checks.Error:
     return checks.Error(msg, hint=hint, id=f"twilio_convlink.E{id:03d}")
+
+
+# `manage.py check --tag twilio_convlink` runs only this app's checks; each check also
+# carries the Django tag of what it is about (models, security, caches).
+TAG = "twilio_convlink"
+
+
+Check = Callable[..., list[checks.CheckMessage]]
+
+
+def _registered(*tags: str) -> Callable[[Callable[[list, list], None]], Check]:
+    """Register ``func(errors, warnings)`` as a system check tagged ``TAG`` and ``tags``.
+    It is skipped when TWILIO_CONVLINK itself cannot be read: ``check_settings_keys``
+    reports that once (E018) instead of every check failing with it."""
+
+    def register(func: Callable[[list, list], None]) -> Check:
+        def check(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+            try:
+                convlink_settings.unknown_keys()
+            except ImproperlyConfigured:
+                return []
+            errors: list[checks.CheckMessage] = []
+            warnings: list[checks.CheckMessage] = []
+            func(errors, warnings)
+            return errors + warnings
+
+        # Named as the function (not functools.wraps: Django's registry reads the
+        # signature, which must take **kwargs, and wraps would show it func's).
+        check.__name__ = check.__qualname__ = func.__name__
+        check.__doc__ = func.__doc__
+        return checks.register(check, TAG, *tags)
+
+    return register
 
 
 def _model(key: str, errors: list, abstract_base: type | None = None) -> type[models.Model] | None:
@@ -102,7 +136,9 @@ def _check_booking_fields(booking: type[models.Model], apartment: type[models.Mo
                              "The default is 90.", 15))
 
 
-def _check_phones(errors: list, warnings: list) -> None:
+@_registered()
+def check_phones(errors: list, warnings: list) -> None:
+    """The system phones and identities, and the region (E008, E009, E016, E017, W002)."""
     import phonenumbers
 
     region = convlink_settings.get("PHONE_REGION")
@@ -134,7 +170,10 @@ def _check_phones(errors: list, warnings: list) -> None:
                 "phone number but does not parse.", 'Write it in E.164, e.g. "+15612205252".', 17))
 
 
-def _check_group_chat(errors: list, warnings: list) -> None:
+@_registered()
+def check_group_chat(errors: list, warnings: list) -> None:
+    """The API backend, the tasks framework and backend, the credentials (E010-E013,
+    W004-W007)."""
     from django.utils.module_loading import import_string
 
     path = convlink_settings.get("API_BACKEND")
@@ -209,29 +248,34 @@ def _check_group_chat(errors: list, warnings: list) -> None:
                 id="twilio_convlink.W005"))
 
 
-@checks.register()
-def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    from .models import AbstractTwilioConversation, AbstractTwilioMessage
-
-    errors: list[checks.CheckMessage] = []
-    warnings: list[checks.CheckMessage] = []
+@checks.register(TAG)
+def check_settings_keys(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """TWILIO_CONVLINK is a dict (E018) of known keys (W003)."""
     try:
         unknown = convlink_settings.unknown_keys()
     except ImproperlyConfigured as exc:
         return [_error(str(exc), SETTINGS_HINT, 18)]
-    for key in unknown:
-        warnings.append(checks.Warning(f'{SETTINGS_NAME} has an unknown key "{key}".',
-                                       hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.",
-                                       id="twilio_convlink.W003"))
+    return [checks.Warning(f'{SETTINGS_NAME} has an unknown key "{key}".',
+                           hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.", id="twilio_convlink.W003")
+            for key in unknown]
+
+
+@_registered(checks.Tags.models)
+def check_models(errors: list, warnings: list) -> None:
+    """The models the settings name, and the booking fields (E001-E006, E014, E015)."""
+    from .models import AbstractTwilioConversation, AbstractTwilioMessage
+
     _model("CONVERSATION_MODEL", errors, AbstractTwilioConversation)
     _model("MESSAGE_MODEL", errors, AbstractTwilioMessage)
     booking = _model("BOOKING_MODEL", errors)
     apartment = _model("APARTMENT_MODEL", errors)
     if booking is not None:
         _check_booking_fields(booking, apartment, errors)
-    _check_phones(errors, warnings)
-    _check_group_chat(errors, warnings)
 
+
+@_registered(checks.Tags.security)
+def check_signature(errors: list, warnings: list) -> None:
+    """Something to validate signatures with (E007), or validation off on purpose (W001)."""
     if convlink_settings.get("VALIDATE_SIGNATURE", True):
         if not _signing_secrets():
             errors.append(_error(
@@ -244,8 +288,6 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             "Twilio signature validation is off: anyone can post fake messages.",
             hint='Remove VALIDATE_SIGNATURE=False outside local experiments.',
             id="twilio_convlink.W001"))
-    _check_forged_counter(warnings)
-    return errors + warnings
 
 
 def _signing_secrets() -> list[str]:
@@ -283,7 +325,9 @@ def forged_counter_cache() -> tuple[str, str, str]:
     return DEFAULT_CACHE_ALIAS, path, ""
 
 
-def _check_forged_counter(warnings: list) -> None:
+@_registered(checks.Tags.caches)
+def check_forged_counter(errors: list, warnings: list) -> None:
+    """The cache the refused-request counter lives in is shared by every process (W008)."""
     alias, path, problem = forged_counter_cache()
     if problem:
         warnings.append(checks.Warning(

@@ -6,6 +6,12 @@ alias and queue come from TASK_BACKEND and TASK_QUEUE, so a site that runs datab
 RQ or Celery workers keeps this work there. Tasks take primary keys, never model
 instances.
 
+The task is bound to its backend in one place, ``bound_task()``, when first used and
+never at import: a Task validates against its backend when it is made, and a module
+that did so at import would have to fall back to something when TASKS lacks the alias
+(or fail to import, and take ``manage.py check`` with it). Workers import the task as
+``forward_customer_message_task``; that name resolves to ``bound_task()`` too.
+
 Without either framework (a plain install on Django 5.2) the forward runs in the
 webhook's process right after its commit: what the ImmediateBackend, the default of
 both frameworks, would do. The default install must pass ``manage.py check``, so that
@@ -16,12 +22,14 @@ that is not there gets error E010 instead.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 from django.conf import global_settings, settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 from django.db import transaction
+from django.dispatch import receiver
 from django.utils import timezone
 
 from .api import ApiError
@@ -32,16 +40,17 @@ try:  # Django 6.0+
     from django.tasks import task, task_backends
 except ImportError:  # Django 5.2 with the backport
     try:
-        from django_tasks import task, task_backends
+        from django_tasks import task, task_backends  # type: ignore[no-redef,assignment]
     except ImportError:
-        task = task_backends = None
+        task = task_backends = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 TASKS_AVAILABLE = task is not None
+_TASK_NAME = "forward_customer_message_task"
 
 
-def forward_customer_message_task(message_pk: int) -> str:
-    """Ensure the group chat and forward one message (a Task when a framework is here)."""
+def _forward_customer_message(message_pk: int) -> str:
+    """Ensure the group chat and forward one message: the task's function."""
     try:
         return forward_customer_message(message_pk)
     except ApiError as error:
@@ -50,41 +59,45 @@ def forward_customer_message_task(message_pk: int) -> str:
         raise
 
 
-_forward_in_process = forward_customer_message_task
+# A worker finds a task by Task.module_path, the function's __module__ and __qualname__,
+# and requires a Task at that path. The function therefore carries the public name,
+# whose module attribute is the bound Task (__getattr__ below), and lives under another.
+_forward_customer_message.__name__ = _forward_customer_message.__qualname__ = _TASK_NAME
 
 
-def _task_options() -> dict[str, str]:
-    return {"backend": convlink_settings.TASK_BACKEND, "queue_name": convlink_settings.TASK_QUEUE}
+def bound_task() -> Any:
+    """The forward as a Task on TASK_BACKEND and TASK_QUEUE as the settings are now.
+
+    Raises what the tasks framework raises for them, with its message: an alias not in
+    TASKS, a backend that cannot be imported, a queue it does not serve. Raises
+    ImproperlyConfigured without a tasks framework (system check E010/W007).
+    """
+    if not TASKS_AVAILABLE:
+        raise ImproperlyConfigured('No tasks framework: on Django 5.2 pip install '
+                                   '"django-twilio-convlink[tasks]" (system check twilio_convlink.E010).')
+    return _bind(convlink_settings.TASK_BACKEND, convlink_settings.TASK_QUEUE)
 
 
-def _as_task(func: Callable[[int], str]) -> Any:
-    # Bound to the function's own name: workers find a task by its module path. The
-    # task validates against its backend when made, so it gets the configured one (a
-    # site whose TASKS has no "default" alias can still import this module); if that
-    # is misconfigured, the default, so that `manage.py check` can import this module
-    # and report E012 instead of crashing. When neither takes it the function stays
-    # plain, and each enqueue binds it again (_configured_task): the error it logs is
-    # then the backend's own.
-    for options in (_task_options(), {}):
-        try:
-            return task(**options)(func)
-        except Exception as exc:
-            logger.debug("Task %s not bound with %s: %s", func.__name__, options, exc)
-    return func
+@cache
+def _bind(backend: str, queue_name: str) -> Any:
+    # Cached on the settings that choose the binding; a failure is not cached, so the
+    # next enqueue after a fix binds again.
+    return task(backend=backend, queue_name=queue_name)(_forward_customer_message)
 
 
-if TASKS_AVAILABLE:
-    forward_customer_message_task = _as_task(forward_customer_message_task)
+@receiver(setting_changed)
+def _unbind_on_tasks_change(*, setting: str, **kwargs: Any) -> None:
+    # A Task was validated against the backends of one TASKS (override_settings in tests).
+    if setting == "TASKS":
+        _bind.cache_clear()
 
 
-def _configured_task() -> Any:
-    """The task on TASK_BACKEND and TASK_QUEUE as the settings are now. Raises what the
-    tasks framework raises for them (an alias not in TASKS, a backend that cannot be
-    imported, a queue it does not serve)."""
-    bound = forward_customer_message_task
-    if hasattr(bound, "using"):
-        return bound.using(**_task_options())
-    return task(**_task_options())(bound)
+def __getattr__(name: str) -> Any:
+    # PEP 562: resolved on each lookup, so the import path a worker uses gives the task
+    # bound with that process's settings, and importing this module binds nothing.
+    if name == _TASK_NAME:
+        return bound_task() if TASKS_AVAILABLE else _forward_customer_message
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def task_settings_in_use() -> list[str]:
@@ -102,7 +115,8 @@ def task_settings_in_use() -> list[str]:
 def enqueue_forward(message_pk: int) -> None:
     """Enqueue the forward of ``message_pk`` when the current transaction commits.
 
-    If enqueuing fails (a broker down), the message stays ``pending`` and
+    If enqueuing fails (a broker down, a TASK_BACKEND not in TASKS), the failure is
+    logged with the task backend's own error, the message stays ``pending`` and
     ``manage.py retry_group_chats`` picks it up: the customer's message is saved
     either way. Without a tasks framework the forward runs in this process once the
     transaction has committed (``_forward_now``).
@@ -113,7 +127,7 @@ def enqueue_forward(message_pk: int) -> None:
     enqueue then fails the event, which Twilio redelivers.
     """
     if convlink_settings.ENQUEUE_IN_TRANSACTION and TASKS_AVAILABLE:
-        _configured_task().enqueue(message_pk)
+        bound_task().enqueue(message_pk)
         return
     transaction.on_commit(partial(_enqueue_now, message_pk))
 
@@ -123,7 +137,7 @@ def _enqueue_now(message_pk: int) -> None:
         _forward_now(message_pk)
         return
     try:
-        _configured_task().enqueue(message_pk)
+        bound_task().enqueue(message_pk)
     except Exception as exc:
         logger.exception("Enqueuing the group chat forward of message %s on task backend %r failed "
                          "(%s: %s); retry_group_chats will pick it up", message_pk,
@@ -141,7 +155,7 @@ def _forward_now(message_pk: int) -> None:
                      "message %s in this process (system check twilio_convlink.E010).",
                      ", ".join(expected), message_pk)
     try:
-        _forward_in_process(message_pk)
+        _forward_customer_message(message_pk)
     except ApiError:
         pass  # recorded and logged by forward_customer_message
     except Exception:
@@ -161,8 +175,8 @@ def _schedule_retry(message_pk: int) -> None:
     if retry_at is None:
         return
     try:
-        if not task_backends[convlink_settings.TASK_BACKEND].supports_defer:
-            return
-        _configured_task().using(run_after=max(retry_at, timezone.now())).enqueue(message_pk)
+        retry = bound_task()
+        if retry.get_backend().supports_defer:
+            retry.using(run_after=max(retry_at, timezone.now())).enqueue(message_pk)
     except Exception:
         logger.exception("Scheduling the retry of message %s failed", message_pk)

@@ -1,4 +1,4 @@
-"""Behaviour 10: the admin classes a site registers in one line each."""
+"""The admin classes a site registers in one line each."""
 
 import pytest
 from django.contrib import admin

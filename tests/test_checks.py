@@ -1,9 +1,13 @@
-"""Behaviour 11: settings mistakes surface at `manage.py check`, with IDs and hints."""
+"""Settings mistakes surface at `manage.py check`, with IDs and hints."""
 
 import pytest
+from django.core.checks import run_checks
 from django.core.management import call_command
 
-from django_twilio_convlink.checks import check_settings
+
+def check_settings():
+    """What `manage.py check --tag twilio_convlink` reports: the app's checks, through Django's registry."""
+    return run_checks(tags=["twilio_convlink"])
 
 
 def ids(**changes) -> set[str]:
@@ -197,3 +201,12 @@ def test_a_default_cache_that_cannot_count_forged_requests_is_warned(settings, b
 
 def test_a_shared_default_cache_is_quiet(shared_cache):
     assert "twilio_convlink.W008" not in ids()
+
+
+def test_the_tags_select_the_checks(settings):
+    # `manage.py check --tag security` reports a signature problem; `--tag models` does not.
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "VALIDATE_SIGNATURE": False}
+    assert "twilio_convlink.W001" in {m.id for m in run_checks(tags=["security"])}
+    assert "twilio_convlink.W001" not in {m.id for m in run_checks(tags=["models"])}
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "BOOKING_PHONE_FIELD": "guest__phone"}
+    assert "twilio_convlink.E004" in {m.id for m in run_checks(tags=["models"])}

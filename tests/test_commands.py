@@ -1,4 +1,4 @@
-"""Behaviour 9: the management commands, as users type them."""
+"""The management commands, as users type them."""
 
 import datetime
 import os

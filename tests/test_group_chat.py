@@ -1,4 +1,4 @@
-"""Issue 3: the customer's group chat is created once and each customer message is
+"""The customer's group chat is created once and each customer message is
 forwarded into it once, through the task framework (ImmediateBackend here) and the
 in-memory API backend that records every call."""
 

@@ -61,3 +61,12 @@ def test_what_the_readme_documents_is_importable(name):
     except ImportError:
         module, _, attribute = name.rpartition(".")
         assert hasattr(importlib.import_module(module), attribute), f"README names {name}"
+
+
+def test_no_text_cites_a_numbered_behaviour_or_issue():
+    # Their numbers point into texts that are not in the repository.
+    root = PACKAGE.parent
+    files = [*root.glob("tests/*.py"), *root.glob("bench/*"), *PACKAGE.rglob("*.py"), *root.glob("*.rst")]
+    cited = [f"{path.relative_to(root)}: {match}" for path in files if path.is_file()
+             for match in re.findall(r"\b(?:[Bb]ehaviou?r|[Ii]ssue) \d+", path.read_text())]
+    assert cited == []

@@ -48,6 +48,21 @@ def test_webhook_enqueues_and_the_worker_calls_twilio(on_worker, api_outbox):
     assert not queued().exists()
 
 
+def test_the_worker_runs_the_task_bound_to_the_configured_queue(settings, api_outbox):
+    # The worker imports the task by its path in its own process: it gets the one
+    # bound to TASK_BACKEND and TASK_QUEUE there, which the queue's backend accepts.
+    settings.TASKS = {**settings.TASKS, "database": {**settings.TASKS["database"], "QUEUES": ["twilio"]}}
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "TASK_BACKEND": "database",
+                                "TASK_QUEUE": "twilio"}
+    data = payload("onMessageAdded_sms_from_customer")
+    assert TwilioClient().webhook(data).status_code == 200
+    [task] = queued()
+    assert task.queue_name == "twilio"
+    run_worker()
+    assert ChatMessage.objects.get(message_sid=data["MessageSid"]).forward_state == "sent"
+    assert not queued().exists()
+
+
 def test_enqueued_in_the_transaction_commits_with_the_message_or_not_at_all(settings, api_outbox):
     from django.db import DatabaseError, connection
 

@@ -166,9 +166,9 @@ class Command(BaseCommand):
 
         write("")
         write("=== Settings ===")
-        from ...checks import check_settings
+        from ...checks import TAG
 
-        problems = [m for m in check_settings() if m.level >= checks.WARNING]
+        problems = [m for m in checks.run_checks(tags=[TAG]) if m.level >= checks.WARNING]
         for message in problems:
             write(f"{message.id}: {message.msg}" + (f" HINT: {message.hint}" if message.hint else ""))
         if not problems:
