@@ -196,7 +196,6 @@ def test_lost_task_is_picked_up_as_stale_pending(deliver, api_outbox, settings, 
     deliver(data)
     assert api_outbox == []
     assert ChatMessage.objects.get().forward_state == "pending"
-    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "TASK_BACKEND": "default"}
     out = StringIO()
     call_command("retry_group_chats", stdout=out)  # not due yet: the task may still run
     assert "0 due" in out.getvalue()
@@ -425,34 +424,9 @@ def test_without_a_tasks_framework_a_crashing_forward_is_recorded_not_raised(
     assert "retry_group_chats" in caplog.text
 
 
-@pytest.fixture
-def tasks_imported_with():
-    """Import django_twilio_convlink.tasks again under other settings; imported again
-    under the test settings afterwards."""
-    import importlib
-
-    from django.test import override_settings
-
-    from django_twilio_convlink import tasks
-
-    overrides = []
-
-    def reimport(**settings):
-        overrides.append(override_settings(**settings))
-        overrides[-1].enable()
-        importlib.reload(tasks)
-
-    yield reimport
-    for override in reversed(overrides):
-        override.disable()
-    importlib.reload(tasks)
-
-
-def test_a_task_that_could_not_be_bound_says_why_enqueuing_fails(tasks_imported_with, deliver, api_outbox,
-                                                                  caplog):
-    # No backend of TASKS can take the task when the module is imported: the reason
-    # is the task backend's, not an AttributeError of the plain function left behind.
-    tasks_imported_with(TASKS={"default": {"BACKEND": "no.such.Backend"}})
+def test_a_task_that_could_not_be_bound_says_why_enqueuing_fails(settings, deliver, api_outbox, caplog):
+    # No backend of TASKS can take the task: the reason logged is the task backend's.
+    settings.TASKS = {"default": {"BACKEND": "no.such.Backend"}}
     data = payload(FIRST)
     with caplog.at_level(logging.ERROR, logger="django_twilio_convlink"):
         deliver(data)
