@@ -15,7 +15,7 @@ to their ends (the full SID in the title, shown on hover), and the CSS in
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.db.models import Q, QuerySet
@@ -30,6 +30,15 @@ from .deliveries import replay
 from .linking import link_manually, manual_link_saved, update_conversation_links
 from .models import LinkMethod, WebhookDelivery, incomplete
 from .phones import normalize_phone
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
+
+    # The mixin goes before admin.ModelAdmin in a ModelAdmin's bases; for the type
+    # checker, that is its base (its super() calls are ModelAdmin's).
+    _PhoneSearchBase = admin.ModelAdmin
+else:
+    _PhoneSearchBase = object
 
 CHANGE_LIST_TEMPLATE = "django_twilio_convlink/admin/change_list.html"
 
@@ -54,7 +63,7 @@ def truncated(text: str, length: int) -> SafeString | str:
     return format_html('<span title="{}">{}…</span>', text, text[:length - 1].rstrip())
 
 
-class PhoneSearchMixin:
+class PhoneSearchMixin(_PhoneSearchBase):
     """Search terms typed as a phone number also match the E.164 form the app stores.
 
     The admin's own search splits "(415) 555-0111" into words and finds nothing in a
@@ -81,7 +90,7 @@ class LinkedFilter(admin.SimpleListFilter):
     title = _("linked to a booking")
     parameter_name = "linked"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, StrOrPromise]]:
         return [("yes", _("Linked")), ("no", _("Unlinked"))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
@@ -96,7 +105,7 @@ class NeedsReplayFilter(admin.SimpleListFilter):
     title = _("needs a replay")
     parameter_name = "needs_replay"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, StrOrPromise]]:
         return [("unfinished", _("Unfinished (worker died)")), ("failed", _("Failed")),
                 ("any", _("Failed or unfinished"))]
 
@@ -156,7 +165,7 @@ class ConversationAdmin(PhoneSearchMixin, admin.ModelAdmin):
     )
 
     @admin.display(description=_("conversation"), ordering="customer_phone")
-    def conversation_label(self, obj: Any) -> SafeString:
+    def conversation_label(self, obj: Any) -> SafeString | str:
         # str() names the customer (a real friendly name, else the phone); the SID
         # only when there is nothing else, and then once.
         label = str(obj)
@@ -231,6 +240,7 @@ class MessageAdmin(PhoneSearchMixin, admin.ModelAdmin):
     @admin.display(description=_("message"))
     def short_body(self, obj: Any) -> SafeString:
         # Never empty: the first column is the link to the message.
+        text: StrOrPromise
         if obj.body:
             text = truncated(obj.body, 100)
         elif obj.media:
@@ -273,7 +283,7 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
         return False
 
     @admin.display(description=_("event"), ordering="event_type")
-    def event(self, obj: WebhookDelivery) -> SafeString | str:
+    def event(self, obj: WebhookDelivery) -> StrOrPromise:
         if not obj.event_type:
             return _("Unreadable delivery")
         # Break "onConversationStateUpdated" between its words, not anywhere.

@@ -102,12 +102,13 @@ def _check_booking_fields(booking: type[models.Model], apartment: type[models.Mo
         errors.append(_error(f'{SETTINGS_NAME}["BOOKING_APARTMENT_FIELD"] is not set.', SETTINGS_HINT, 1))
     else:
         try:
-            field = booking._meta.get_field(apartment_name)
-            if not field.many_to_one and not field.one_to_one:
+            apartment_field = booking._meta.get_field(apartment_name)
+            # A relation to no model in particular (a GenericForeignKey) is no foreign key either.
+            related = apartment_field.related_model
+            if (not apartment_field.many_to_one and not apartment_field.one_to_one) or related is None:
                 raise FieldDoesNotExist(f"{apartment_name!r} is not a foreign key")
-            if apartment is not None and field.related_model is not apartment:
-                raise FieldDoesNotExist(
-                    f"it points to {field.related_model._meta.label}, not {apartment._meta.label}")
+            if apartment is not None and related is not apartment:
+                raise FieldDoesNotExist(f"it points to {related._meta.label}, not {apartment._meta.label}")
         except FieldDoesNotExist as exc:
             errors.append(_error(
                 f'{SETTINGS_NAME}["BOOKING_APARTMENT_FIELD"] = {apartment_name!r} is not a '
@@ -123,10 +124,10 @@ def _check_booking_fields(booking: type[models.Model], apartment: type[models.Mo
         if not name:
             continue
         try:
-            field = booking._meta.get_field(name)
+            date_field = booking._meta.get_field(name)
         except FieldDoesNotExist:
-            field = None
-        if not isinstance(field, models.DateField):  # DateTimeField subclasses DateField
+            date_field = None
+        if not isinstance(date_field, models.DateField):  # DateTimeField subclasses DateField
             errors.append(_error(
                 f'{SETTINGS_NAME}["{key}"] = {name!r} is not a date field of {booking._meta.label}.',
                 "Name a DateField or DateTimeField of the booking model.", 14))

@@ -47,9 +47,11 @@ def run_with_retries(work: Callable[[], T], *, what: str, duplicates: bool = Fal
         try:
             return work()
         except (OperationalError, IntegrityError) as error:
-            duplicate = duplicates and isinstance(error, IntegrityError)
-            if duplicate and on_duplicate is not None:
-                on_duplicate(error)
+            duplicate = False
+            if duplicates and isinstance(error, IntegrityError):
+                duplicate = True
+                if on_duplicate is not None:
+                    on_duplicate(error)
             transient = isinstance(error, OperationalError) and is_transient(error)
             again = (duplicate and attempt == 1) or transient
             if not (retry and attempt < ATTEMPTS and again):

@@ -97,7 +97,12 @@ def handle_event(event: Event, then: Callable[[], None] = _nothing, origin: str 
         logger.debug("Acknowledged %s without storing it", event.event_type)
         then()
         return
-    handler = handle_message_event if isinstance(event, MessageEvent) else handle_conversation_event
+
+    def work() -> None:
+        if isinstance(event, MessageEvent):
+            handle_message_event(event, then, origin)
+        else:
+            handle_conversation_event(event, then, origin)
 
     def refuse_if_elsewhere(error: IntegrityError) -> None:
         # The unique message SID refused the INSERT. A concurrent copy of the same
@@ -107,5 +112,4 @@ def handle_event(event: Event, then: Callable[[], None] = _nothing, origin: str 
         if isinstance(event, MessageEvent):
             refuse_if_stored_elsewhere(event)
 
-    run_with_retries(lambda: handler(event, then, origin), what=event.event_type,  # type: ignore[arg-type]
-                     duplicates=True, on_duplicate=refuse_if_elsewhere)
+    run_with_retries(work, what=event.event_type, duplicates=True, on_duplicate=refuse_if_elsewhere)

@@ -10,6 +10,7 @@ imported, exactly as Django reads ``AUTH_USER_MODEL`` for ``LogEntry.user``.
 from __future__ import annotations
 
 import datetime
+from typing import TYPE_CHECKING, Any
 
 from django.db import models
 from django.utils import timezone
@@ -88,6 +89,10 @@ class AbstractTwilioConversation(models.Model):
     group_chat_error_code = models.IntegerField(_("group chat error code"), null=True, blank=True)
     group_chat_attempts = models.PositiveIntegerField(_("group chat failures in a row"), default=0)
     group_chat_retry_at = models.DateTimeField(_("next group chat retry"), null=True, blank=True)
+    if TYPE_CHECKING:
+        # django-stubs declares no "_id" attribute for a ForeignKey("self") of an abstract
+        # model; its type is the primary key of the site's concrete model.
+        group_chat_id: Any
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

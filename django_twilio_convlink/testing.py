@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import secrets
 import unittest
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from django.db import connection
-from django.http import HttpResponse
 from django.test import Client, TestCase, override_settings
 from django.test.utils import CaptureQueriesContext
 from twilio.request_validator import RequestValidator
@@ -29,6 +28,11 @@ from twilio.request_validator import RequestValidator
 from .conf import SETTINGS_NAME, convlink_settings
 from .models import WebhookDelivery
 from .signature import SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER
+
+if TYPE_CHECKING:
+    # What the test client's requests return (stubs only): an HttpResponse with the
+    # test client's additions (json(), templates, context, ...).
+    from django.test.client import _MonkeyPatchedWSGIResponse
 
 SHARED_KEY_HEADER = SIGNATURE_SETTINGS_HEADER
 
@@ -79,7 +83,7 @@ def signature(url: str, data: dict[str, str], secret: str, algorithm: str | None
 
 def post_signed(client: Client, path: str, data: dict[str, str], *, secret: str | None = None,
                 url: str | None = None, secure: bool = False, headers: dict[str, str] | None = None,
-                **extra: Any) -> HttpResponse:
+                **extra: Any) -> _MonkeyPatchedWSGIResponse:
     """POST ``data`` to ``path`` signed as Twilio signs it (for ``url``, by default the
     URL of the test request)."""
     url = url or f"{'https' if secure else 'http'}://testserver{path}"
@@ -122,7 +126,7 @@ class WebhookSecurityTestCase(TestCase):
         super().setUpClass()
 
     def post(self, data: dict[str, str] | None = None, client: Client | None = None,
-             **kwargs: Any) -> HttpResponse:
+             **kwargs: Any) -> _MonkeyPatchedWSGIResponse:
         return post_signed(client or Client(), self.webhook_path, data or sample_delivery(), **kwargs)
 
     def assertNothingStored(self) -> None:  # noqa: N802 (unittest style)

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.contrib.auth.decorators import login_not_required
 from django.db import DatabaseError, transaction
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
@@ -41,7 +41,7 @@ class TwilioWebhookView(View):
     http_method_names = ["post", "head"]
 
     @classmethod
-    def as_view(cls, **initkwargs: Any) -> Callable[..., HttpResponse]:
+    def as_view(cls, **initkwargs: Any) -> Callable[..., HttpResponseBase]:
         view = super().as_view(**initkwargs)
         return csrf_exempt(login_not_required(transaction.non_atomic_requests(view)))
 

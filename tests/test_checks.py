@@ -41,6 +41,8 @@ def test_the_test_settings_are_clean(shared_cache):
     ({"BOOKING_PHONE_FIELD": "tenant__mobile"}, "twilio_convlink.E004"),
     ({"BOOKING_PHONE_FIELD": "guest"}, "twilio_convlink.E004"),
     ({"BOOKING_PHONE_FIELD": "check_in__mobile"}, "twilio_convlink.E004"),
+    # A reverse relation is not a phone field (the booking has many of them).
+    ({"BOOKING_PHONE_FIELD": "guest__reservations"}, "twilio_convlink.E004"),
     ({"BOOKING_APARTMENT_FIELD": "guest"}, "twilio_convlink.E005"),
     ({"BOOKING_APARTMENT_FIELD": "check_in"}, "twilio_convlink.E005"),
     ({"BOOKING_END_FIELD": None}, "twilio_convlink.E006"),

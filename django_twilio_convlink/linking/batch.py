@@ -14,7 +14,9 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import groupby
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import EmptyResultSet
 from django.db import connections, transaction
@@ -28,6 +30,10 @@ from .bookings import booking_fields
 from .lookup import best_bookings
 from .phone_index import PhoneIndexRepair, repair_index
 from .rules import bulk_link
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.models.sql.compiler import SQLCompiler
 
 logger = logging.getLogger(__name__)
 
@@ -71,17 +77,10 @@ def _phone_groups(qs: QuerySet, with_sids: bool) -> Iterator[tuple[str, int, lis
         for phone, count in counts.iterator(chunk_size=2000):
             yield phone, count, []
         return
-    current, sids = None, []
-    for phone, sid in qs.order_by("customer_phone", "pk").values_list(
-        "customer_phone", "conversation_sid"
-    ).iterator(chunk_size=2000):
-        if phone != current and sids:
-            yield current, len(sids), sids
-            sids = []
-        current = phone
-        sids.append(sid)
-    if sids:
-        yield current, len(sids), sids
+    rows = qs.order_by("customer_phone", "pk").values_list("customer_phone", "conversation_sid")
+    for phone, group in groupby(rows.iterator(chunk_size=2000), key=itemgetter(0)):
+        sids = [sid for _, sid in group]
+        yield phone, len(sids), sids
 
 
 def _batches(groups: Iterator[tuple[str, int, list[str]]], size: int
@@ -137,14 +136,16 @@ class _PhoneCase(Func):
         self.values = values
         super().__init__(phone, default, output_field=output_field)
 
-    def as_sql(self, compiler: Any, connection: Any, **extra_context: Any) -> tuple[str, list[Any]]:
+    def as_sql(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, function: str | None = None,
+               template: str | None = None, arg_joiner: str | None = None, **extra_context: Any
+               ) -> tuple[str, tuple[Any, ...]]:
         phone_sql, phone_params = compiler.compile(self.source_expressions[0])
         default_sql, default_params = compiler.compile(self.source_expressions[1])
         params = [*phone_params]
         for phone, value in self.values:
             params += [phone, self.output_field.get_db_prep_value(value, connection)]
         whens = " ".join(["WHEN %s THEN %s"] * len(self.values))
-        return f"CASE {phone_sql} {whens} ELSE {default_sql} END", [*params, *default_params]
+        return f"CASE {phone_sql} {whens} ELSE {default_sql} END", (*params, *default_params)
 
 
 def _link_batch(qs: QuerySet, targets: dict[str, tuple[Any, Any]]) -> int:

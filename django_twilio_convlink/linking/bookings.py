@@ -28,13 +28,10 @@ class BookingFields:
     holder_model: type[models.Model]  # the model that holds the phone (Tenant)
     holder_path: str  # "tenant": from a booking to the holder; "" when the booking holds it
     apartment_attname: str  # "apartment_id"
-    start_field: str | None
-    end_field: str | None
+    # (start field, end field) of the stay; None when the site gave no dates, and the
+    # newest booking wins.
+    stay: tuple[str, str] | None
     window_days: int
-
-    @property
-    def has_dates(self) -> bool:
-        return bool(self.start_field and self.end_field)
 
     @property
     def holder_phone_field(self) -> str:
@@ -55,28 +52,33 @@ def resolve_path(model: type[models.Model], path: str) -> tuple[type[models.Mode
     parts = path.split("__")
     for part in parts[:-1]:
         field = model._meta.get_field(part)
-        if not field.is_relation or field.many_to_many or field.one_to_many:
+        related = field.related_model
+        if field.many_to_many or field.one_to_many or not isinstance(related, type):
             raise ImproperlyConfigured(
                 f"{part!r} in {path!r} is not a foreign key or one-to-one field of "
                 f"{model._meta.label}."
             )
-        model = field.related_model
-    return model, model._meta.get_field(parts[-1])
+        model = related
+    last = model._meta.get_field(parts[-1])
+    if not isinstance(last, models.Field):
+        raise ImproperlyConfigured(f"{parts[-1]!r} in {path!r} is a reverse relation of "
+                                   f"{model._meta.label}, not one of its fields.")
+    return model, last
 
 
 def booking_fields() -> BookingFields:
     s = convlink_settings
     model = get_booking_model()
     holder_model, _ = resolve_path(model, s.BOOKING_PHONE_FIELD)
-    apartment = model._meta.get_field(s.BOOKING_APARTMENT_FIELD)
+    _, apartment = resolve_path(model, s.BOOKING_APARTMENT_FIELD)
     return BookingFields(
         model=model,
         phone_path=s.BOOKING_PHONE_FIELD,
         holder_model=holder_model,
         holder_path=s.BOOKING_PHONE_FIELD.rpartition("__")[0],
         apartment_attname=apartment.attname,
-        start_field=s.BOOKING_START_FIELD,
-        end_field=s.BOOKING_END_FIELD,
+        stay=(s.BOOKING_START_FIELD, s.BOOKING_END_FIELD)
+        if s.BOOKING_START_FIELD and s.BOOKING_END_FIELD else None,
         window_days=int(s.BOOKING_WINDOW_DAYS),
     )
 

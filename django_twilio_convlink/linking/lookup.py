@@ -35,12 +35,13 @@ def _bound(fields: BookingFields, name: str, day: datetime.date) -> Any:
     return day
 
 
-def window_q(fields: BookingFields, today: datetime.date) -> Q:
-    """Bookings whose stay overlaps [today - WINDOW, today + WINDOW]."""
+def window_q(fields: BookingFields, stay: tuple[str, str], today: datetime.date) -> Q:
+    """Bookings whose stay (``fields.stay``) overlaps [today - WINDOW, today + WINDOW]."""
+    start, end = stay
     delta = datetime.timedelta(days=fields.window_days)
     return Q(**{
-        f"{fields.start_field}__lte": _bound(fields, fields.start_field, today + delta),
-        f"{fields.end_field}__gte": _bound(fields, fields.end_field, today - delta),
+        f"{start}__lte": _bound(fields, start, today + delta),
+        f"{end}__gte": _bound(fields, end, today - delta),
     })
 
 
@@ -55,12 +56,12 @@ def best_first(fields: BookingFields, qs: models.QuerySet, today: datetime.date 
     phone, so over the bookings of many phones each phone's best comes first among
     its own (``best_bookings`` relies on it).
     """
-    if not fields.has_dates:
+    if fields.stay is None:
         return qs.order_by("-pk")
     today = today or timezone.localdate()
-    start, end = fields.start_field, fields.end_field
+    start, end = fields.stay
     today_start, today_end = _bound(fields, start, today), _bound(fields, end, today)
-    return qs.filter(window_q(fields, today)).annotate(
+    return qs.filter(window_q(fields, fields.stay, today)).annotate(
         _convlink_rank=Case(
             When(Q(**{f"{start}__lte": today_start, f"{end}__gte": today_end}), then=Value(0)),
             When(**{f"{start}__gt": today_start}, then=Value(1)),

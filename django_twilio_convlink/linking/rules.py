@@ -21,7 +21,7 @@ from functools import partial
 from typing import Any
 
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.utils import timezone
 
 from .. import get_conversation_model, signals
@@ -87,14 +87,14 @@ def link_on_first_phone(conversation: AbstractTwilioConversation, phone: str) ->
     return booking is not None
 
 
-def _announce(model: type, conversation_pks: list[Any], booking_pk: Any, apartment_pk: Any,
+def _announce(model: type[Model], conversation_pks: list[Any], booking_pk: Any, apartment_pk: Any,
               method: str) -> None:
     signals.send_after_commit(signals.conversation_linked, model, using=model._default_manager.db,
                               conversation_pks=conversation_pks, booking_pk=booking_pk,
                               apartment_pk=apartment_pk, method=str(method))
 
 
-def _announce_linked(model: type, linked_at: Any, method: str) -> None:
+def _announce_linked(model: type[Model], linked_at: Any, method: str) -> None:
     """``conversation_linked`` for every booking the UPDATE stamped with ``linked_at``:
     one SELECT, and only when someone listens. The timestamp is this UPDATE's own (to
     the microsecond), so it names exactly the rows the UPDATE changed."""
@@ -162,14 +162,14 @@ def link_conversations_to_booking(booking_pk: Any, method: str = LinkMethod.RETR
     fields = booking_fields()
     values = [fields.phone_path, fields.apartment_attname]
     qs = fields.model._default_manager.filter(pk=booking_pk)
-    if fields.has_dates:
-        qs = qs.annotate(_convlink_in_window=window_q(fields, timezone.localdate()))
+    if fields.stay is not None:
+        qs = qs.annotate(_convlink_in_window=window_q(fields, fields.stay, timezone.localdate()))
         values.append("_convlink_in_window")
     row = qs.values(*values).first()
     if row is None:
         return 0  # deleted before the commit hook ran
     phone = normalize_phone(row[fields.phone_path])
-    if phone is None or (fields.has_dates and not row["_convlink_in_window"]):
+    if phone is None or (fields.stay is not None and not row["_convlink_in_window"]):
         return 0
     linked = bulk_link(unlinked(phone), booking_pk, row[fields.apartment_attname], method)
     if linked:
