@@ -11,12 +11,14 @@ The modules, in the order a webhook meets them:
   log, replay), ``accounts`` (which account may write a conversation);
 * ingest: ``handlers`` (one function per event type, one transaction),
   ``persistence`` (conversations and messages stored once);
-* ``linking`` (a package: bookings, phone_index, lookup, rules, batch) and
-  ``receivers`` (the site's booking saves, wired to it);
-* consumers of the above: ``group_chat`` (the customer's group chat, connected to the
-  signals in ``apps.ready``) with ``api`` (Twilio REST backends) and ``tasks`` (the
-  forward as a task);
-* for the site: ``admin``, ``urls``, ``testing``, the management commands.
+* ``linking`` (a package: bookings, phone_index, lookup, rules, batch; ``booking_lookup``
+  keeps the README's import path of its lookup) and ``receivers`` (the site's booking
+  saves, wired to it);
+* consumers of the above: ``group_chat`` (the customer's group chat) with ``api``
+  (Twilio REST backends) and ``tasks`` (the forward as a task);
+* ``apps`` connects the receivers and the group chat at startup;
+* for the site: ``admin``, ``urls``, ``testing``, the management commands, the
+  migrations of the app's own tables.
 """
 
 from __future__ import annotations

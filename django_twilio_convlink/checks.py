@@ -249,7 +249,9 @@ def check_group_chat(errors: list, warnings: list) -> None:
                 id="twilio_convlink.W005"))
 
 
-@checks.register(TAG)
+# With every tag the others carry: a TWILIO_CONVLINK that cannot be read skips them,
+# so `check --tag security` must still say so.
+@checks.register(TAG, checks.Tags.models, checks.Tags.security, checks.Tags.caches)
 def check_settings_keys(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """TWILIO_CONVLINK is a dict (E018) of known keys (W003)."""
     try:

@@ -96,7 +96,16 @@ def __getattr__(name: str) -> Any:
     # PEP 562: resolved on each lookup, so the import path a worker uses gives the task
     # bound with that process's settings, and importing this module binds nothing.
     if name == _TASK_NAME:
-        return bound_task() if TASKS_AVAILABLE else _forward_customer_message
+        if not TASKS_AVAILABLE:
+            return _forward_customer_message
+        try:
+            return bound_task()
+        except Exception as exc:
+            # An attribute lookup must fail with AttributeError (hasattr, and
+            # import_string, which makes it the ImportError a worker handles), still
+            # with the framework's reason.
+            raise AttributeError(f"{__name__}.{name} cannot be bound to its task backend: "
+                                 f"{type(exc).__name__}: {exc}") from exc
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

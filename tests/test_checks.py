@@ -212,3 +212,25 @@ def test_the_tags_select_the_checks(settings):
     assert "twilio_convlink.W001" not in {m.id for m in run_checks(tags=["models"])}
     settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "BOOKING_PHONE_FIELD": "guest__phone"}
     assert "twilio_convlink.E004" in {m.id for m in run_checks(tags=["models"])}
+
+
+@pytest.mark.parametrize("tag", ["models", "security", "caches"])
+def test_an_unreadable_setting_is_reported_under_every_tag(tag):
+    from django.test import override_settings
+
+    with override_settings(TWILIO_CONVLINK=["oops"]):
+        assert "twilio_convlink.E018" in {m.id for m in run_checks(tags=[tag])}
+
+
+@pytest.mark.django_db
+def test_the_status_leaves_silenced_checks_out(settings):
+    from io import StringIO
+
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "VALIDATE_SIGNATURE": False}
+    out = StringIO()
+    call_command("check_twilio_status", "--detailed", stdout=out)
+    assert "twilio_convlink.W001" in out.getvalue()
+    settings.SILENCED_SYSTEM_CHECKS = ["twilio_convlink.W001"]
+    out = StringIO()
+    call_command("check_twilio_status", "--detailed", stdout=out)
+    assert "twilio_convlink.W001" not in out.getvalue()

@@ -160,7 +160,7 @@ def _link_batch(qs: QuerySet, targets: dict[str, tuple[Any, Any]]) -> int:
                           F(name), model._meta.get_field(name).target_field)
 
     return bulk_link(qs.filter(customer_phone__in=list(targets)), case("booking", 0), case("apartment", 1),
-                      LinkMethod.RETROACTIVE)
+                     LinkMethod.RETROACTIVE)
 
 
 def update_conversation_links(

@@ -70,7 +70,10 @@ def booking_fields() -> BookingFields:
     s = convlink_settings
     model = get_booking_model()
     holder_model, _ = resolve_path(model, s.BOOKING_PHONE_FIELD)
-    _, apartment = resolve_path(model, s.BOOKING_APARTMENT_FIELD)
+    apartment = model._meta.get_field(s.BOOKING_APARTMENT_FIELD)
+    if not isinstance(apartment, models.Field):  # a reverse relation; E005 reports it
+        raise ImproperlyConfigured(f"BOOKING_APARTMENT_FIELD {s.BOOKING_APARTMENT_FIELD!r} is not a field "
+                                   f"of {model._meta.label}.")
     return BookingFields(
         model=model,
         phone_path=s.BOOKING_PHONE_FIELD,

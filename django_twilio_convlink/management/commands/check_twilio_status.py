@@ -168,7 +168,8 @@ class Command(BaseCommand):
         write("=== Settings ===")
         from ...checks import TAG
 
-        problems = [m for m in checks.run_checks(tags=[TAG]) if m.level >= checks.WARNING]
+        problems = [m for m in checks.run_checks(tags=[TAG])
+                    if m.level >= checks.WARNING and not m.is_silenced()]
         for message in problems:
             write(f"{message.id}: {message.msg}" + (f" HINT: {message.hint}" if message.hint else ""))
         if not problems:
