@@ -109,9 +109,12 @@ def cancel_forward(sender: Any, message: AbstractTwilioMessage, **kwargs: Any) -
     chat by now and is left to finish."""
     if not convlink_settings.GROUP_CHAT:
         return
-    type(message)._default_manager.filter(
-        pk=message.pk, forward_state__in=[ForwardState.PENDING, ForwardState.FAILED]).update(
-        forward_state="", forward_retry_at=None)
+    _drop_forward(type(message), message.pk, forward_state__in=[ForwardState.PENDING, ForwardState.FAILED])
+
+
+def _drop_forward(Message: type[AbstractTwilioMessage], message_pk: Any, **only: Any) -> None:
+    """The message will not be forwarded: no state, no retry time (``only``: if it is so)."""
+    Message._default_manager.filter(pk=message_pk, **only).update(forward_state="", forward_retry_at=None)
 
 
 def connect() -> None:
@@ -209,7 +212,7 @@ def _claim(message_pk: int) -> tuple[AbstractTwilioMessage, AbstractTwilioConver
         if message.date_removed is not None and message.forward_state != ForwardState.SENDING:
             # Taken back by the customer. cancel_forward (after the removal's commit) is
             # the fast path; this is the durable one, for a process that died before it.
-            Message._default_manager.filter(pk=message.pk).update(forward_state="", forward_retry_at=None)
+            _drop_forward(Message, message.pk)
             return None
         conversation = Conversation._default_manager.get(pk=message.conversation_id)
         # The lookup is in a Q: django-stubs' plugin (6.1.2) crashes checking a keyword
@@ -217,7 +220,7 @@ def _claim(message_pk: int) -> tuple[AbstractTwilioMessage, AbstractTwilioConver
         if conversation.is_group_chat or Conversation._default_manager.filter(
                 Q(group_chat_id=conversation.pk)).exists():
             # A group chat row that a webhook stored before the task marked it.
-            Message._default_manager.filter(pk=message.pk).update(forward_state="", forward_retry_at=None)
+            _drop_forward(Message, message.pk)
             return None
         # Only a pending message has never been tried: the claim marks it sending before
         # any Twilio call, every failure leaves it failed or permanent, and reopen()

@@ -188,9 +188,13 @@ def signature_failure(request: HttpRequest, url: str, signature: str) -> str | N
 FORGED_COUNTER = "twilio_convlink:forged:{day}"
 
 
+def _forged_key() -> str:
+    return FORGED_COUNTER.format(day=timezone.now().date().isoformat())
+
+
 def count_forged() -> None:
     """Count a refused (unsigned or forged) request in the cache, never the database."""
-    key = FORGED_COUNTER.format(day=timezone.now().date().isoformat())
+    key = _forged_key()
     try:
         if not cache.add(key, 1, timeout=2 * 86400):
             cache.incr(key)
@@ -199,4 +203,4 @@ def count_forged() -> None:
 
 
 def forged_today() -> int:
-    return int(cache.get(FORGED_COUNTER.format(day=timezone.now().date().isoformat()), 0) or 0)
+    return int(cache.get(_forged_key(), 0) or 0)

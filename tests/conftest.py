@@ -1,11 +1,10 @@
-from urllib.parse import urlencode
-
 import pytest
 from django.conf import settings
 from django.db import connection
 from django.test import Client
 
 from django_twilio_convlink import testing
+from django_twilio_convlink.signature import SIGNATURE_HEADER
 from django_twilio_convlink.testing import CaptureStatements
 from tests.factories import PAYLOADS, payload, sid  # noqa: F401  (tests import them from here)
 
@@ -23,13 +22,10 @@ class TwilioClient(Client):
     def webhook(self, data: dict[str, str], *, path: str = WEBHOOK_PATH,
                 signed_url: str | None = None, signature: str | None = None,
                 secure: bool = False, headers: dict[str, str] | None = None, **extra):
-        url = signed_url or f"{'https' if secure else 'http'}://testserver{path}"
-        if signature is None:
-            signature = testing.signature(url, data, self.token)
-        return self.post(path, data=urlencode(data),
-                         content_type="application/x-www-form-urlencoded",
-                         headers={"X-Twilio-Signature": signature, **(headers or {})}, secure=secure,
-                         **extra)
+        # A given signature (a forged one) goes over the one post_signed computes.
+        forced = {SIGNATURE_HEADER: signature} if signature is not None else {}
+        return testing.post_signed(self, path, data, secret=self.token, url=signed_url, secure=secure,
+                                   headers={**forced, **(headers or {})}, **extra)
 
 
 @pytest.fixture
