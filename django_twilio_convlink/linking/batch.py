@@ -159,7 +159,8 @@ def _link_batch(qs: QuerySet, targets: dict[str, tuple[Any, Any]]) -> int:
         return _PhoneCase(F("customer_phone"), [(phone, keys[position]) for phone, keys in targets.items()],
                           F(name), model._meta.get_field(name).target_field)
 
-    return bulk_link(qs.filter(customer_phone__in=list(targets)), case("booking", 0), case("apartment", 1),
+    phones = list(targets)
+    return bulk_link(qs.filter(customer_phone__in=phones), phones, case("booking", 0), case("apartment", 1),
                      LinkMethod.RETROACTIVE)
 
 

@@ -26,17 +26,13 @@ class BookingFields:
     model: type[models.Model]
     phone_path: str  # "tenant__phone": from a booking to the customer's phone
     holder_model: type[models.Model]  # the model that holds the phone (Tenant)
+    phone_field: models.Field  # the phone's field on it
     holder_path: str  # "tenant": from a booking to the holder; "" when the booking holds it
     apartment_attname: str  # "apartment_id"
     # (start field, end field) of the stay; None when the site gave no dates, and the
     # newest booking wins.
     stay: tuple[str, str] | None
     window_days: int
-
-    @property
-    def holder_phone_field(self) -> str:
-        """The phone's field on the holder model ("phone")."""
-        return self.phone_path.rpartition("__")[2]
 
     @property
     def integer_keys(self) -> bool:
@@ -69,7 +65,7 @@ def resolve_path(model: type[models.Model], path: str) -> tuple[type[models.Mode
 def booking_fields() -> BookingFields:
     s = convlink_settings
     model = get_booking_model()
-    holder_model, _ = resolve_path(model, s.BOOKING_PHONE_FIELD)
+    holder_model, phone_field = resolve_path(model, s.BOOKING_PHONE_FIELD)
     apartment = model._meta.get_field(s.BOOKING_APARTMENT_FIELD)
     if not isinstance(apartment, models.Field):  # a reverse relation; E005 reports it
         raise ImproperlyConfigured(f"BOOKING_APARTMENT_FIELD {s.BOOKING_APARTMENT_FIELD!r} is not a field "
@@ -78,6 +74,7 @@ def booking_fields() -> BookingFields:
         model=model,
         phone_path=s.BOOKING_PHONE_FIELD,
         holder_model=holder_model,
+        phone_field=phone_field,
         holder_path=s.BOOKING_PHONE_FIELD.rpartition("__")[0],
         apartment_attname=apartment.attname,
         stay=(s.BOOKING_START_FIELD, s.BOOKING_END_FIELD)
@@ -96,7 +93,7 @@ def booking_phone(fields: BookingFields, booking_pk: Any) -> str | None:
 def holder_phone(fields: BookingFields, holder_pk: Any) -> str | None:
     """The phone of a holder (a tenant) in E.164, the same way."""
     raw = (fields.holder_model._default_manager.filter(pk=holder_pk)
-           .values_list(fields.holder_phone_field, flat=True).first())
+           .values_list(fields.phone_field.name, flat=True).first())
     return normalize_phone(raw)
 
 

@@ -27,7 +27,6 @@ from .bookings import (
     booking_phone,
     holder_booking_pks,
     holder_phone,
-    resolve_path,
 )
 
 logger = logging.getLogger(__name__)
@@ -96,10 +95,9 @@ def unindexed_bookings(fields: BookingFields | None = None) -> models.QuerySet:
     it is not in it either; only a rebuild (``rebuild_booking_phones``) sees that.
     """
     fields = fields or booking_fields()
-    _, phone_field = resolve_path(fields.model, fields.phone_path)
     indexed = BookingPhone.objects.filter(booking_key=index_key_sql(fields.model, OuterRef("pk")))
     bookings = fields.model._default_manager.filter(**{f"{fields.phone_path}__isnull": False})
-    if phone_field.empty_strings_allowed:  # a text column; "" would not compare with a number
+    if fields.phone_field.empty_strings_allowed:  # a text column; "" would not compare with a number
         bookings = bookings.exclude(**{fields.phone_path: ""})
     return bookings.filter(~Exists(indexed))
 

@@ -94,15 +94,17 @@ def _announce(model: type[Model], conversation_pks: list[Any], booking_pk: Any, 
                               apartment_pk=apartment_pk, method=str(method))
 
 
-def _announce_linked(model: type[Model], linked_at: Any, method: str) -> None:
-    """``conversation_linked`` for every booking the UPDATE stamped with ``linked_at``:
-    one SELECT, and only when someone listens. The timestamp is this UPDATE's own (to
-    the microsecond), so it names exactly the rows the UPDATE changed."""
+def _announce_linked(model: type[Model], phones: list[str], linked_at: Any, method: str) -> None:
+    """``conversation_linked`` for every booking the UPDATE of ``phones``' conversations
+    stamped with ``linked_at``: one SELECT, and only when someone listens. The timestamp
+    is this UPDATE's own (to the microsecond), so it names exactly the rows the UPDATE
+    changed; the phones keep the SELECT on the phone index, not the whole table."""
     if not signals.conversation_linked.receivers:
         return
     by_booking: dict[tuple[Any, Any], list[Any]] = {}
     for pk, booking_pk, apartment_pk in model._default_manager.filter(
-            linked_at=linked_at, link_method=method).values_list("pk", "booking_id", "apartment_id"):
+            customer_phone__in=phones, linked_at=linked_at, link_method=method,
+    ).values_list("pk", "booking_id", "apartment_id"):
         by_booking.setdefault((booking_pk, apartment_pk), []).append(pk)
     for (booking_pk, apartment_pk), pks in by_booking.items():
         _announce(model, pks, booking_pk, apartment_pk, method)
@@ -114,7 +116,7 @@ def relink_phone(phone: str) -> int:
     booking = find_booking(phone, fields)
     if booking is None:
         return 0
-    linked = bulk_link(unlinked(phone), booking.pk, getattr(booking, fields.apartment_attname),
+    linked = bulk_link(unlinked(phone), [phone], booking.pk, getattr(booking, fields.apartment_attname),
                        LinkMethod.RETROACTIVE)
     if linked:
         logger.info("Linked %d conversation(s) of %s to booking %s", linked, phone, booking.pk)
@@ -141,14 +143,15 @@ def unlinked(phone: str) -> QuerySet:
     )
 
 
-def bulk_link(qs: QuerySet, booking_pk: Any, apartment_pk: Any, method: str) -> int:
-    """One UPDATE linking every conversation of ``qs``; returns how many it changed.
-    The keys may be expressions (a CASE on the phone, see ``batch._link_batch``)."""
+def bulk_link(qs: QuerySet, phones: list[str], booking_pk: Any, apartment_pk: Any, method: str) -> int:
+    """One UPDATE linking every conversation of ``qs``, all of them conversations of
+    ``phones``; returns how many it changed. The keys may be expressions (a CASE on the
+    phone, see ``batch._link_batch``)."""
     now = timezone.now()
     linked = qs.update(booking_id=booking_pk, apartment_id=apartment_pk, link_method=method,
                        linked_at=now, booking_lookup_at=now, updated_at=now)
     if linked:
-        _announce_linked(qs.model, now, method)
+        _announce_linked(qs.model, phones, now, method)
     return linked
 
 
@@ -171,7 +174,7 @@ def link_conversations_to_booking(booking_pk: Any, method: str = LinkMethod.RETR
     phone = normalize_phone(row[fields.phone_path])
     if phone is None or (fields.stay is not None and not row["_convlink_in_window"]):
         return 0
-    linked = bulk_link(unlinked(phone), booking_pk, row[fields.apartment_attname], method)
+    linked = bulk_link(unlinked(phone), [phone], booking_pk, row[fields.apartment_attname], method)
     if linked:
         logger.info("Linked %d conversation(s) of %s to booking %s", linked, phone, booking_pk)
     return linked

@@ -64,8 +64,9 @@ class Command(BaseCommand):
         listing = dry_run or verbosity >= 2
         # The lookup trusts the phone index, and bookings imported without post_save
         # are missing from it: without this the booking right there is not found.
-        report = update_conversation_links(phone=phone, conversation_sid=conversation_sid, dry_run=dry_run,
-                                           list_conversations=listing, index_missing=True, reindex=reindex)
+        report = update_conversation_links(phone=normalized, conversation_sid=conversation_sid,
+                                           dry_run=dry_run, list_conversations=listing, index_missing=True,
+                                           reindex=reindex)
         if report.index is not None:
             self.write_index(report.index, dry_run)
         verb = "Would link" if dry_run else "Linked"
