@@ -122,16 +122,19 @@ def save_conversation_to_db(
             # at once: InnoDB's INSERT IGNORE takes a shared one, and two of those
             # waiting to upgrade for the SELECT ... FOR UPDATE below deadlock.
             target = connections[manager.db].features.supports_update_conflicts_with_target
-            manager.bulk_create(
-                [Conversation(conversation_sid=conversation_sid, **values)],
-                update_conflicts=True, update_fields=["conversation_sid"],
-                unique_fields=["conversation_sid"] if target else None,
-            )
+            mine = Conversation(conversation_sid=conversation_sid, **values)
+            manager.bulk_create([mine], update_conflicts=True, update_fields=["conversation_sid"],
+                                unique_fields=["conversation_sid"] if target else None)
             conversation = locked.get(conversation_sid=conversation_sid)
+            # The upsert answers alike whether it inserted or met a row a concurrent
+            # delivery committed in between: only the creation stamp tells them apart.
+            created = conversation.created_at == mine.created_at
         if account_sid is not None:
             # After the upsert too: a concurrent delivery may have created the row.
             check_account(conversation, account_sid)
         if not created:
+            # Also when the upsert lost a race: the row another delivery created holds
+            # its fields, not ours (a name, a service SID, a state), and ours complete it.
             _complete(conversation, fields, overwrite and not _older(fields, conversation))
     return conversation, created
 

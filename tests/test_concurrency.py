@@ -11,7 +11,7 @@ import threading
 import pytest
 from django.db import connections
 
-from tests.conftest import TwilioClient, payload
+from tests.conftest import PAYLOADS, TwilioClient, payload, sid
 from tests.factories import GuestFactory, ReservationFactory
 from tests.testapp.models import ChatConversation, ChatMessage
 
@@ -147,3 +147,60 @@ def test_webhook_does_not_wait_for_a_slow_twilio_call(settings, api_outbox):
     assert answered_in < 1.0, f"the webhook waited {answered_in:.1f} s for Twilio"
     message.refresh_from_db()
     assert message.forward_state == "sent"
+
+
+ROUNDS = 20
+
+
+def race_rounds(make_pair) -> list[str]:
+    """Deliver each round's two events at the same moment (a barrier), for a fresh
+    conversation SID each round; returns the SIDs. Each delivery must answer 200."""
+    sids = []
+    for _ in range(ROUNDS):
+        conversation_sid = sid("CH")
+        first, second = make_pair(conversation_sid)
+        assert deliver_at_once([first, second]) == [200, 200]
+        sids.append(conversation_sid)
+    return sids
+
+
+def test_message_and_conversation_added_racing_keep_every_field():
+    """Whichever delivery creates the row, the other completes it: the name, the
+    service SID and the creation date of onConversationAdded are never lost to the
+    placeholder row a racing onMessageAdded created."""
+    def pair(conversation_sid):
+        return (payload("onMessageAdded_sms_from_customer", ConversationSid=conversation_sid),
+                payload("onConversationAdded_sms_autocreated", ConversationSid=conversation_sid,
+                        FriendlyName="Guest at Unit 4"))
+
+    for conversation_sid in race_rounds(pair):
+        conversation = ChatConversation.objects.get(conversation_sid=conversation_sid)
+        assert (conversation.friendly_name, conversation.chat_service_sid) == (
+            "Guest at Unit 4", PAYLOADS["onConversationAdded_sms_autocreated"]["ChatServiceSid"])
+        assert conversation.date_created is not None and conversation.state == "active"
+        assert conversation.messages.count() == 1
+
+
+def test_state_update_racing_a_first_message_keeps_the_state():
+    def pair(conversation_sid):
+        return (payload("onMessageAdded_sms_from_customer", ConversationSid=conversation_sid),
+                payload("onConversationStateUpdated", ConversationSid=conversation_sid,
+                        StateFrom="active", StateTo="closed"))
+
+    for conversation_sid in race_rounds(pair):
+        conversation = ChatConversation.objects.get(conversation_sid=conversation_sid)
+        assert conversation.state == "closed"
+        assert conversation.messages.count() == 1
+
+
+def test_conversation_added_racing_its_state_update_keeps_both():
+    def pair(conversation_sid):
+        return (payload("onConversationAdded_sms_autocreated", ConversationSid=conversation_sid,
+                        FriendlyName="Guest at Unit 4"),
+                payload("onConversationStateUpdated", ConversationSid=conversation_sid,
+                        StateFrom="active", StateTo="closed"))
+
+    for conversation_sid in race_rounds(pair):
+        conversation = ChatConversation.objects.get(conversation_sid=conversation_sid)
+        # The state change is newer than the creation: it wins, and the name stays.
+        assert (conversation.friendly_name, conversation.state) == ("Guest at Unit 4", "closed")
