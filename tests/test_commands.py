@@ -206,6 +206,115 @@ def test_a_huge_retention_is_a_usage_error_not_a_traceback_from_the_command_line
     assert "Traceback" not in result.stderr
 
 
+# What the review found: each of these crashed with a ValueError, OverflowError or
+# database error traceback instead of a usage error.
+IMPOSSIBLE_MOMENTS = [
+    "2026-02-30",  # no such day
+    "2026-13-01",  # no such month
+    "0000-01-01",  # no year 0
+    "2026-11-20T10:00+25:00",  # a UTC offset of a day and more
+    "2026-11-20T24:00",  # no such hour
+    "0001-01-01T00:00+05:00",  # before year 1 in UTC
+    "9999-12-31T23:00-05:00",  # after year 9999 in UTC
+    "last tuesday",
+    "",
+]
+LARGEST = 2**63 - 1  # a bigint
+
+
+def typed(option: str, value: str) -> tuple[list[str], dict[str, str]]:
+    return [option, value], {}
+
+
+def keyword(option: str, value: str) -> tuple[list[str], dict[str, str]]:
+    # call_command() hands a keyword to handle() as it is, without the option's type=.
+    return [], {option.lstrip("-").replace("-", "_"): value}
+
+
+def failed_delivery() -> WebhookDelivery:
+    data = payload("onMessageAdded_sms_from_customer")
+    return WebhookDelivery.objects.create(event_type=data["EventType"], params=data, status="failed",
+                                          idempotency_token="to-replay")
+
+
+@pytest.mark.parametrize("given", [typed, keyword])
+@pytest.mark.parametrize("since", IMPOSSIBLE_MOMENTS)
+def test_replay_refuses_a_since_that_is_no_moment(since, given):
+    delivery = failed_delivery()
+    args, kwargs = given("--since", since)
+    with pytest.raises(CommandError, match=r"argument --since: .+ expected YYYY-MM-DD, or YYYY-MM-DD HH:MM"):
+        call_command("replay_twilio_webhooks", "--failed", *args, **kwargs, stdout=StringIO())
+    delivery.refresh_from_db()
+    assert delivery.status == "failed"
+
+
+@pytest.mark.parametrize("given", [typed, keyword])
+@pytest.mark.parametrize(("since", "selected"), [
+    ("2026-11-20", True),  # midnight in New York, 05:00 UTC
+    ("2026-11-21", False),
+    ("2026-11-20 00:30", True),  # no offset: the site's time zone, 05:30 UTC
+    ("2026-11-20T02:00", False),  # 07:00 UTC
+    ("2026-11-20T06:00Z", True),
+    ("2026-11-20T06:00:01+00:00", False),
+    ("2026-11-20T10:00+05:30", True),  # 04:30 UTC
+])
+def test_replay_since_reads_a_moment_without_offset_in_the_sites_time_zone(settings, since, selected, given):
+    settings.TIME_ZONE = "America/New_York"
+    delivery = failed_delivery()
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(
+        received_at=datetime.datetime(2026, 11, 20, 6, tzinfo=datetime.UTC))
+    args, kwargs = given("--since", since)
+    out = StringIO()
+    call_command("replay_twilio_webhooks", "--failed", "--dry-run", *args, **kwargs, stdout=out)
+    assert (f"Would replay delivery {delivery.pk}" in out.getvalue()) is selected
+
+
+@pytest.mark.parametrize("given", [typed, keyword])
+@pytest.mark.parametrize("command", [["retry_group_chats", "--include-permanent"],
+                                     ["check_twilio_status", "--detailed"]])
+@pytest.mark.parametrize("limit", ["-1", str(LARGEST + 1), str(10**30), "ten"])
+def test_a_limit_out_of_range_is_a_usage_error(command, limit, given):
+    message = MessageFactory(forward_state="permanent")
+    args, kwargs = given("--limit", limit)
+    with pytest.raises(CommandError, match=rf"argument --limit: .+ whole number from 0 to {LARGEST}\."):
+        call_command(*command, *args, **kwargs, stdout=StringIO(), stderr=StringIO())
+    message.refresh_from_db()
+    assert message.forward_state == "permanent"
+
+
+@pytest.mark.parametrize("command", [["retry_group_chats", "--dry-run"],
+                                     ["check_twilio_status", "--detailed"]])
+@pytest.mark.parametrize("limit", ["0", str(LARGEST)])
+def test_the_ends_of_a_limit_are_accepted(command, limit):
+    run(*command, "--limit", limit)
+
+
+@pytest.mark.parametrize("pk", ["0", str(LARGEST + 1), str(10**30), "one"])
+def test_replay_refuses_an_id_no_delivery_can_have(pk):
+    delivery = failed_delivery()
+    with pytest.raises(CommandError, match=rf"argument ids: .+ whole number from 1 to {LARGEST}\."):
+        call_command("replay_twilio_webhooks", str(delivery.pk), pk, stdout=StringIO())
+    delivery.refresh_from_db()
+    assert delivery.status == "failed"
+
+
+@pytest.mark.parametrize(("arguments", "option"), [
+    *((["replay_twilio_webhooks", "--failed", "--since", since], "--since")
+      for since in IMPOSSIBLE_MOMENTS[:4]),
+    (["replay_twilio_webhooks", str(10**30)], "ids"),
+    (["retry_group_chats", "--limit", str(10**30)], "--limit"),
+])
+def test_a_bad_value_is_a_usage_error_not_a_traceback_from_the_command_line(arguments, option):
+    # Refused by argparse before any database access, so the subprocess needs none.
+    result = subprocess.run(
+        [sys.executable, "-m", "django", *arguments],
+        capture_output=True, text=True, cwd=Path(__file__).parent.parent,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"})
+    assert result.returncode == 2, result.stderr
+    assert f"error: argument {option}: " in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def forged(count: int) -> None:
     from tests.conftest import TwilioClient
 

@@ -24,6 +24,7 @@ from ...conf import convlink_settings
 from ...linking import unindexed_bookings
 from ...models import DeliveryStatus, Direction, ForwardState, WebhookDelivery, incomplete
 from ...signature import forged_today
+from ..options import from_keyword, row_limit
 
 # "received 0" would read as "nothing arrived".
 DELIVERY_LABELS = {DeliveryStatus.RECEIVED.value: "waiting to be processed"}
@@ -43,10 +44,11 @@ class Command(BaseCommand):
         parser.add_argument("--detailed", action="store_true",
                             help="Also list unlinked conversations, link methods, the webhook URL "
                                  "and settings problems.")
-        parser.add_argument("--limit", type=int, default=50,
+        parser.add_argument("--limit", type=row_limit, default=50,
                             help="How many unlinked conversations --detailed lists (default 50).")
 
     def handle(self, *args: Any, detailed: bool, limit: int, **options: Any) -> None:
+        limit = from_keyword(row_limit, limit, "--limit")
         Conversation, Message = get_conversation_model(), get_message_model()
         conv = Conversation._default_manager.aggregate(
             total=Count("pk"), bookings=Count("booking"), apartments=Count("apartment"))

@@ -6,6 +6,7 @@ Usage examples::
     manage.py replay_twilio_webhooks --unfinished               # every unfinished one
     manage.py replay_twilio_webhooks --failed --unfinished      # both
     manage.py replay_twilio_webhooks --failed --since 2026-11-20
+    manage.py replay_twilio_webhooks --failed --since "2026-11-20 14:30+01:00"
     manage.py replay_twilio_webhooks 1042 1043                  # by id
     manage.py replay_twilio_webhooks --failed --dry-run         # list, change nothing
 
@@ -22,36 +23,32 @@ import datetime
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.utils import timezone
-from django.utils.dateparse import parse_date, parse_datetime
 
 from ...deliveries import replay
 from ...models import WebhookDelivery
-
-
-def moment(value: str) -> datetime.datetime:
-    parsed = parse_datetime(value)
-    if parsed is None and (day := parse_date(value)) is not None:
-        parsed = datetime.datetime.combine(day, datetime.time.min)
-    if parsed is None:
-        raise CommandError(f"--since {value!r} is not a date (YYYY-MM-DD) or date and time.")
-    return timezone.make_aware(parsed) if timezone.is_naive(parsed) else parsed
+from ..options import MOMENT_FORMAT, from_keyword, moment, row_id
 
 
 class Command(BaseCommand):
     help = "Replay stored Twilio webhook deliveries (failed or unfinished ones, or by id)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("ids", nargs="*", type=int, help="Delivery ids to replay.")
+        parser.add_argument("ids", nargs="*", type=row_id, help="Delivery ids to replay.")
         parser.add_argument("--failed", action="store_true", help="Replay every failed delivery.")
         parser.add_argument("--unfinished", action="store_true",
                             help="Replay every unfinished delivery (still received after "
                                  "DELIVERY_UNFINISHED_AFTER seconds: its worker died).")
-        parser.add_argument("--since", help="Only deliveries received since this date (or date and time).")
+        parser.add_argument("--since", type=moment,
+                            help=f"Only deliveries received since this date or date and time: "
+                                 f"{MOMENT_FORMAT}; without an offset, in the site's time zone "
+                                 "(TIME_ZONE).")
         parser.add_argument("--dry-run", action="store_true", help="List what would be replayed.")
 
-    def handle(self, *args: Any, ids: list[int], failed: bool, unfinished: bool, since: str | None,
-               dry_run: bool, verbosity: int, **options: Any) -> None:
+    def handle(self, *args: Any, ids: list[int], failed: bool, unfinished: bool,
+               since: datetime.datetime | str | None, dry_run: bool, verbosity: int, **options: Any) -> None:
+        ids = [from_keyword(row_id, pk, "ids") for pk in ids]
+        if since is not None:
+            since = from_keyword(moment, since, "--since")
         if not ids and not failed and not unfinished:
             raise CommandError("Name delivery ids, or use --failed and/or --unfinished.")
         qs = WebhookDelivery.objects.order_by("received_at", "pk")
@@ -62,8 +59,8 @@ class Command(BaseCommand):
                 raise CommandError(f"No delivery with id {', '.join(map(str, sorted(missing)))}.")
         if failed or unfinished:
             qs = qs.needing_replay(failed=failed, unfinished=unfinished)
-        if since:
-            qs = qs.filter(received_at__gte=moment(since))
+        if since is not None:
+            qs = qs.filter(received_at__gte=since)
         deliveries = list(qs)
         report = replay(deliveries, dry_run=dry_run)
         verb = "Would replay" if dry_run else "Replayed"

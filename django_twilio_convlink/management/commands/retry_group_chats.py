@@ -22,6 +22,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from ...group_chat import due_for_retry, forward_customer_message, reopen
+from ..options import from_keyword, row_limit
 
 
 class Command(BaseCommand):
@@ -31,12 +32,13 @@ class Command(BaseCommand):
         parser.add_argument("--now", action="store_true", help="Retry before the backoff ends.")
         parser.add_argument("--include-permanent", action="store_true",
                             help="Also retry forwards given up on (after fixing credentials, say).")
-        parser.add_argument("--limit", type=int, default=500,
+        parser.add_argument("--limit", type=row_limit, default=500,
                             help="At most this many messages (default 500).")
         parser.add_argument("--dry-run", action="store_true", help="List what would be retried.")
 
     def handle(self, *args: Any, now: bool, include_permanent: bool, limit: int, dry_run: bool,
                verbosity: int, **options: Any) -> None:
+        limit = from_keyword(row_limit, limit, "--limit")
         moment = datetime.datetime.max.replace(tzinfo=datetime.UTC) if now else timezone.now()
         due = list(due_for_retry(moment, include_permanent=include_permanent)
                    .values_list("pk", "message_sid", "conversation__conversation_sid")[:limit])
