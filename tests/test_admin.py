@@ -302,3 +302,44 @@ def test_the_apps_admin_section_is_the_delivery_log(admin_client):
     index = admin_client.get(reverse("admin:index"))
     apps = {app["app_label"]: app["name"] for app in index.context["app_list"]}
     assert apps["twilio_convlink"] == "Twilio webhook log"
+
+
+MEDIA_SID = "ME" + "6" * 32
+# What versions before the webhook validated Media could store (any JSON), and the
+# line the thread shows a manager for it.
+STORED_MEDIA = [
+    pytest.param([{"Sid": MEDIA_SID, "ContentType": "image/jpeg", "Filename": "heater.jpg", "Size": 482113}],
+                 "attachment: heater.jpg (image/jpeg)", id="twilio"),
+    pytest.param([{"Sid": MEDIA_SID, "ContentType": "image/png", "Filename": None}],
+                 f"attachment: {MEDIA_SID} (image/png)", id="null-filename"),
+    pytest.param([{"ContentType": "image/jpeg"}], "attachment: unknown (image/jpeg)", id="no-sid"),
+    pytest.param([MEDIA_SID], f"attachment: {MEDIA_SID}<", id="bare-sid"),
+    pytest.param([None], "attachment: unknown<", id="null-item"),
+    pytest.param([42], "attachment: unknown<", id="number-item"),
+    pytest.param([[MEDIA_SID, "nested"]], "attachment: unknown<", id="nested-list"),
+    pytest.param([{"Sid": 7, "Filename": {"a": 1}, "ContentType": ["image/jpeg"]}], "attachment: unknown<",
+                 id="wrong-types"),
+    pytest.param([{"Filename": "<b>plan</b>.pdf"}], "attachment: &lt;b&gt;plan&lt;/b&gt;.pdf<", id="escaped"),
+    pytest.param({"Sid": MEDIA_SID, "ContentType": "image/gif"}, f"attachment: {MEDIA_SID} (image/gif)",
+                 id="object-not-list"),
+    pytest.param("a bare string", "attachment: a bare string<", id="string-not-list"),
+    pytest.param(3, "attachment: unknown<", id="number-not-list"),
+]
+
+
+@pytest.mark.parametrize(("media", "shown"), STORED_MEDIA)
+def test_any_stored_media_renders_on_the_conversation_page(admin_client, media, shown):
+    message = MessageFactory(body="", media=media)
+    url = reverse("admin:testapp_chatconversation_change", args=[message.conversation.pk])
+    response = admin_client.get(url)
+    assert response.status_code == 200
+    assert shown in response.content.decode()
+
+
+@pytest.mark.parametrize("media", [pytest.param(case.values[0], id=case.id) for case in STORED_MEDIA])
+def test_any_stored_media_renders_in_the_message_list_and_page(admin_client, media):
+    message = MessageFactory(body="", media=media)
+    page = admin_client.get(reverse(MESSAGES))
+    assert page.status_code == 200 and "(1 attachment)" in page.content.decode()
+    change = admin_client.get(reverse("admin:testapp_chatmessage_change", args=[message.pk]))
+    assert change.status_code == 200

@@ -1,9 +1,12 @@
 """Malformed deliveries get a 400 and a reason, database failures a 500,
 and neither leaves anything half-written."""
 
+import json
+
 import pytest
 from django.db import DatabaseError, OperationalError, connection
 
+from django_twilio_convlink.models import WebhookDelivery
 from tests.conftest import payload
 from tests.testapp.models import ChatConversation, ChatMessage
 
@@ -181,3 +184,34 @@ def test_json_with_unpaired_surrogates_is_refused(twilio_client, value):
     response = twilio_client.webhook(payload(GOOD, Attributes=value))
     assert response.status_code == 400 and b"unpaired surrogate" in response.content
     assert nothing_written()
+
+
+MEDIA_SID = "ME" + "6" * 32
+
+
+@pytest.mark.parametrize(("media", "reason"), [
+    pytest.param([{"ContentType": "image/jpeg"}], "Media[0].Sid is missing", id="no-sid"),
+    pytest.param([MEDIA_SID], "Media[0] is not a JSON object", id="bare-sid"),
+    pytest.param([{"Sid": MEDIA_SID}, None], "Media[1] is not a JSON object", id="null-item"),
+    pytest.param([[{"Sid": MEDIA_SID}]], "Media[0] is not a JSON object", id="nested-list"),
+    pytest.param([7], "Media[0] is not a JSON object", id="number"),
+    pytest.param([{"Sid": "ME1"}], "is not a Twilio media SID", id="short-sid"),
+    pytest.param([{"Sid": "IM" + "6" * 32}], "is not a Twilio media SID", id="message-sid"),
+    pytest.param([{"Sid": MEDIA_SID + "\n"}], "is not a Twilio media SID", id="trailing-newline"),
+    pytest.param([{"Sid": 7}], "is not a Twilio media SID", id="numeric-sid"),
+    pytest.param([{"Sid": MEDIA_SID, "ContentType": 5}], "Media[0].ContentType is not a string", id="type"),
+    pytest.param([{"Sid": MEDIA_SID, "Filename": ["a.jpg"]}], "Media[0].Filename", id="filename"),
+    pytest.param([{"Sid": MEDIA_SID, "Size": -1}], "Media[0].Size", id="negative-size"),
+    pytest.param([{"Sid": MEDIA_SID, "Size": 1.5}], "Media[0].Size", id="fractional-size"),
+    pytest.param([{"Sid": MEDIA_SID, "Size": "482113"}], "Media[0].Size", id="text-size"),
+    pytest.param([{"Sid": MEDIA_SID, "Size": True}], "Media[0].Size", id="boolean-size"),
+    pytest.param([{"Sid": MEDIA_SID}] * 51, "the limit is 50", id="too-many"),
+])
+def test_malformed_media_is_refused_and_logged_as_rejected(twilio_client, media, reason):
+    """Each of these was stored before, and the conversation's admin page then
+    answered 500: what the admin and the group chat read must be there."""
+    response = twilio_client.webhook(payload(GOOD, Media=json.dumps(media)))
+    assert response.status_code == 400 and reason in response.content.decode()
+    assert nothing_written()
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.status == "rejected" and reason in delivery.error

@@ -1,5 +1,7 @@
 """Messages stored once, with their direction, whatever the order."""
 
+import json
+
 import pytest
 
 from tests.conftest import CUSTOMER, payload
@@ -295,3 +297,23 @@ def test_a_removed_message_is_never_forwarded_even_if_the_cancel_was_lost(
     message.refresh_from_db()
     assert (message.forward_state, message.forward_retry_at) == ("", None)
     assert not [call for call in api_outbox if call.method == "send_message"]
+
+
+def test_media_is_stored_as_twilio_sends_it_with_canonical_sids(twilio_client):
+    media = [
+        {"Sid": "ME" + "AB" * 16, "ContentType": "image/jpeg", "Filename": "heater.jpg", "Size": 482113},
+        # Filename null and keys Twilio may add are kept as sent.
+        {"Sid": "ME" + "c" * 32, "ContentType": "video/mp4", "Filename": None, "Size": 0,
+         "Category": "media"},
+        {"Sid": "ME" + "d" * 32},
+    ]
+    data = payload("onMessageAdded_mms_with_media", Media=json.dumps(media))
+    assert twilio_client.webhook(data).status_code == 200
+    assert ChatMessage.objects.get().media == [{**media[0], "Sid": "ME" + "ab" * 16}, media[1], media[2]]
+
+
+def test_fifty_media_files_are_accepted(twilio_client):
+    media = [{"Sid": sid("ME"), "ContentType": "image/png"} for _ in range(50)]
+    data = payload("onMessageAdded_mms_with_media", Media=json.dumps(media))
+    assert twilio_client.webhook(data).status_code == 200
+    assert len(ChatMessage.objects.get().media) == 50
