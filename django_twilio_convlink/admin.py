@@ -30,6 +30,7 @@ from .deliveries import replay
 from .linking import link_manually, manual_link_saved, update_conversation_links
 from .models import LinkMethod, WebhookDelivery, incomplete
 from .phones import normalize_phone
+from .templatetags.convlink_admin import attachments
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
@@ -195,7 +196,9 @@ class ConversationAdmin(PhoneSearchMixin, admin.ModelAdmin):
         if manual:
             link_manually(obj)
         super().save_model(request, obj, form, change)
-        if manual:
+        # Announced when the booking changes: another apartment for the same booking
+        # is still a manual link, but no news for conversation_linked's receivers.
+        if "booking" in form.changed_data:
             manual_link_saved(obj)
 
     # Relinking writes the booking and apartment of the conversations: a user who may
@@ -243,8 +246,7 @@ class MessageAdmin(PhoneSearchMixin, admin.ModelAdmin):
         text: StrOrPromise
         if obj.body:
             text = truncated(obj.body, 100)
-        elif obj.media:
-            count = len(obj.media)
+        elif count := len(attachments(obj.media)):
             text = ngettext("(%(count)d attachment)", "(%(count)d attachments)", count) % {"count": count}
         else:
             text = _("(no text)")

@@ -17,6 +17,7 @@ from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import models
 
 from .conf import DEFAULTS, SETTINGS_NAME, convlink_settings
+from .events import ACCOUNT_SID
 from .phones import normalize_phone
 
 SETTINGS_HINT = f"Set it in settings.{SETTINGS_NAME}; see the settings table in the README."
@@ -278,7 +279,19 @@ def check_models(errors: list, warnings: list) -> None:
 
 @_registered(checks.Tags.security)
 def check_signature(errors: list, warnings: list) -> None:
-    """Something to validate signatures with (E007), or validation off on purpose (W001)."""
+    """Something to validate signatures with (E007), or validation off on purpose (W001);
+    sub-accounts named by their account SID (E019)."""
+    subaccounts = convlink_settings.get("SUBACCOUNT_AUTH_TOKENS") or {}
+    malformed = (["(not a dict)"] if not isinstance(subaccounts, dict) else
+                 [repr(key) for key in subaccounts
+                  if not (isinstance(key, str) and ACCOUNT_SID.fullmatch(key))])
+    if malformed:
+        # Such a key matches no delivery: the sub-account's webhooks would all get 403,
+        # or (a key that is some other account's alias) be taken for the main account's.
+        errors.append(_error(
+            f'{SETTINGS_NAME}["SUBACCOUNT_AUTH_TOKENS"] must map account SIDs ("AC" and 32 hex '
+            f"digits) to tokens; not an account SID: {', '.join(malformed)}.",
+            "Use the sub-account's SID from the Twilio console as the key.", 19))
     if convlink_settings.get("VALIDATE_SIGNATURE", True):
         if not _signing_secrets():
             errors.append(_error(

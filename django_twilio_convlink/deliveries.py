@@ -30,7 +30,8 @@ from django.http import HttpRequest, QueryDict
 from django.utils import timezone
 
 from . import signals
-from .events import Event, InvalidPayload, RefusedEvent, parse_event
+from .accounts import as_signed
+from .events import Event, InvalidPayload, RefusedEvent, canonical_sid, parse_event
 from .handlers import handle_event
 from .models import DeliveryStatus, WebhookDelivery, incomplete
 from .signature import SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER
@@ -55,6 +56,13 @@ def _params(data: QueryDict) -> dict[str, str | list[str]]:
             for key, values in data.lists()}
 
 
+def _sid(post: QueryDict, name: str) -> str:
+    # In the spelling the events use (canonical_sid): the log is searched and joined
+    # by SID (record_conversation_accounts, the admin), and Twilio may send either case.
+    value = _clean(post.get(name, ""), 34)
+    return canonical_sid(value) if value[:2].isalpha() and value[:2].isupper() else value
+
+
 def record_delivery(request: HttpRequest, *, status: str = DeliveryStatus.RECEIVED,
                     error: str = "") -> WebhookDelivery:
     """Store a signed delivery (one INSERT). ``status``/``error`` record a rejection."""
@@ -65,9 +73,9 @@ def record_delivery(request: HttpRequest, *, status: str = DeliveryStatus.RECEIV
     params = _params(post)
     return WebhookDelivery.objects.create(
         event_type=_clean(post.get("EventType", ""), 64),
-        conversation_sid=_clean(post.get("ConversationSid", ""), 34),
-        message_sid=_clean(post.get("MessageSid", ""), 34),
-        account_sid=_clean(post.get("AccountSid", ""), 34),
+        conversation_sid=_sid(post, "ConversationSid"),
+        message_sid=_sid(post, "MessageSid"),
+        account_sid=_sid(post, "AccountSid"),
         idempotency_token=_clean(request.headers.get(IDEMPOTENCY_HEADER, ""), 128),
         retry_count=int(retry_count) if retry_count.isascii() and retry_count.isdigit()
         and len(retry_count) < 9 else None,
@@ -121,6 +129,7 @@ def process_delivery(delivery: WebhookDelivery, event: Event, *, origin: str = "
     which is on its way out). ``origin`` ("webhook", "replay") goes to the message
     signals.
     """
+    event = as_signed(event, shared_key=signed_with_shared_key(delivery))
     try:
         handle_event(event, then=partial(_mark_processed, delivery), origin=origin)
     except RefusedEvent as exc:
@@ -135,6 +144,13 @@ def process_delivery(delivery: WebhookDelivery, event: Event, *, origin: str = "
         raise
 
 
+def signed_with_shared_key(delivery: WebhookDelivery) -> bool:
+    """Whether the delivery was signed with a webhook shared key: its signature
+    settings header is kept (``KEPT_HEADERS``), and with it present the signature
+    check accepts nothing but a shared key."""
+    return isinstance(delivery.headers, dict) and SIGNATURE_SETTINGS_HEADER in delivery.headers
+
+
 def _mark_processed(delivery: WebhookDelivery) -> None:
     WebhookDelivery.objects.filter(_same_delivery(delivery)).update(
         status=DeliveryStatus.PROCESSED, processed_at=timezone.now())
@@ -144,9 +160,9 @@ def _mark_processed(delivery: WebhookDelivery) -> None:
 
 def mark_refused(delivery: WebhookDelivery, exc: RefusedEvent) -> None:
     """Record why a well-formed event was not applied (status rejected or refused)."""
-    logger.warning("Refused Twilio %s (delivery %s): %s", delivery.event_type, delivery.pk, exc)
+    logger.warning("Refused Twilio %s (delivery %s): %s", delivery.event_type, delivery.pk, exc.detail)
     WebhookDelivery.objects.filter(pk=delivery.pk).exclude(status=DeliveryStatus.PROCESSED).update(
-        status=exc.delivery_status, error=str(exc)[:2000], traceback="")
+        status=exc.delivery_status, error=exc.detail[:2000], traceback="")
 
 
 def mark_failed(delivery: WebhookDelivery, exc: BaseException) -> None:
@@ -209,7 +225,7 @@ def replay(deliveries: Iterable[WebhookDelivery], *, dry_run: bool = False) -> R
         try:
             process_delivery(delivery, event, origin="replay")
         except RefusedEvent as exc:
-            report.rejected.append((delivery.pk, str(exc)))
+            report.rejected.append((delivery.pk, exc.detail))
         except Exception as exc:
             report.failed.append((delivery.pk, f"{type(exc).__name__}: {exc}"))
         else:

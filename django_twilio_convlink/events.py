@@ -38,10 +38,18 @@ class RefusedEvent(ValueError):
     would change data it has no claim to (a message SID filed under another
     conversation). Nothing of it is written; the delivery is logged with the reason
     and the answer is 400, which Twilio does not retry: the same input would be
-    refused again, forever."""
+    refused again, forever.
+
+    ``str()`` is the answer, which names only what the delivery itself named;
+    ``detail`` (the log, the delivery row) may name what is stored, such as another
+    account's conversation."""
 
     http_status = 400
     delivery_status = "rejected"  # DeliveryStatus.REJECTED (models imports settings)
+
+    def __init__(self, message: str, *, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail or message
 
 
 class ForeignAccount(RefusedEvent):
@@ -94,9 +102,13 @@ class ConversationEvent:
 
 @dataclass(frozen=True)
 class OtherEvent:
-    """Everything the app acknowledges without storing (participants, receipts, ...)."""
+    """Everything the app acknowledges without storing (participants, receipts, ...).
+    The conversation it names (if any) is kept: storing nothing is no licence to speak
+    about another account's conversation (``handlers.handle_event`` checks it)."""
 
     event_type: str
+    conversation_sid: str = ""
+    account_sid: str = ""
 
 
 Event = MessageEvent | ConversationEvent | OtherEvent
@@ -221,6 +233,48 @@ def _text(data: Mapping[str, str], name: str, max_length: int) -> str:
     return value
 
 
+MEDIA_SID = re.compile(r"^ME[0-9a-fA-F]{32}$")
+# Twilio allows 10 files per SMS/MMS message and documents no cap for chat (SDK)
+# messages. Five times the MMS limit refuses no real message and still bounds what one
+# delivery makes the app do: the group chat posts one message per file, the admin
+# renders one line per file.
+MAX_MEDIA_ITEMS = 50
+
+
+def _media(data: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Media as Twilio sends it: a list of objects with an ME SID (canonicalised) and,
+    when present, a string ContentType, a string or null Filename and a non-negative
+    integer Size. The group chat and the admin read these keys, so an item without
+    them is refused here rather than stored for them to trip over; other keys are
+    kept, as Twilio adds fields."""
+    media = _json(data, "Media", [])
+    if not isinstance(media, list):
+        raise InvalidPayload("Media must be a JSON list.")
+    if len(media) > MAX_MEDIA_ITEMS:
+        raise InvalidPayload(f"Media lists {len(media)} files; the limit is {MAX_MEDIA_ITEMS}.")
+    return [_media_item(position, item) for position, item in enumerate(media)]
+
+
+def _media_item(position: int, item: Any) -> dict[str, Any]:
+    where = f"Media[{position}]"
+    if not isinstance(item, dict):
+        raise InvalidPayload(f"{where} is not a JSON object.")
+    sid = item.get("Sid")
+    if sid is None:
+        raise InvalidPayload(f"{where}.Sid is missing.")
+    if not isinstance(sid, str) or not MEDIA_SID.fullmatch(sid):
+        raise InvalidPayload(f"{where}.Sid {str(sid)[:40]!r} is not a Twilio media SID (ME...).")
+    if not isinstance(item.get("ContentType", ""), str):
+        raise InvalidPayload(f"{where}.ContentType is not a string.")
+    if not isinstance(item.get("Filename", ""), str | None):
+        raise InvalidPayload(f"{where}.Filename is not a string or null.")
+    size = item.get("Size", 0)
+    # bool is an int to Python; JSON true is no size.
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise InvalidPayload(f"{where}.Size is not a non-negative integer.")
+    return {**item, "Sid": canonical_sid(sid)}
+
+
 # Twilio's conversation states (conversation_enum_state in its OpenAPI description).
 STATES = frozenset({"initializing", "active", "inactive", "closed"})
 
@@ -246,9 +300,6 @@ def parse_event(data: Mapping[str, str]) -> Event:
     if not event_type:
         raise InvalidPayload("EventType is missing.")
     if event_type in MESSAGE_EVENTS:
-        media = _json(data, "Media", [])
-        if not isinstance(media, list):
-            raise InvalidPayload("Media must be a JSON list.")
         return MessageEvent(
             event_type=event_type,
             conversation_sid=_sid(data, "ConversationSid", CONVERSATION_SID),
@@ -263,7 +314,7 @@ def parse_event(data: Mapping[str, str]) -> Event:
             source=_text(data, "Source", 20),
             participant_sid=_sid(data, "ParticipantSid", PARTICIPANT_SID, required=False),
             attributes=_json(data, "Attributes", {}),
-            media=media,
+            media=_media(data),
         )
     if event_type in CONVERSATION_EVENTS:
         return ConversationEvent(
@@ -280,4 +331,6 @@ def parse_event(data: Mapping[str, str]) -> Event:
             date_updated=_date(data, "StateUpdated") or _date(data, "DateUpdated"),
             binding_address=_text(data, "MessagingBinding.Address", 1000),
         )
-    return OtherEvent(event_type=event_type)
+    return OtherEvent(event_type=event_type,
+                      conversation_sid=_sid(data, "ConversationSid", CONVERSATION_SID, required=False),
+                      account_sid=_sid(data, "AccountSid", ACCOUNT_SID, required=False))

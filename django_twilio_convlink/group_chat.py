@@ -47,7 +47,7 @@ from django.db import DatabaseError, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from . import get_conversation_model, get_message_model
+from . import get_conversation_model, get_message_model, signals
 from .accounts import is_subaccount_conversation
 from .api import ApiError, Participant, get_api_backend
 from .conf import convlink_settings
@@ -184,12 +184,15 @@ def _store_group_chat(conversation: AbstractTwilioConversation, sid: str, friend
     with transaction.atomic():
         group, _ = save_conversation_to_db(sid, friendly_name=friendly_name, unique_name=unique_name)
         now = timezone.now()
-        Conversation._default_manager.filter(pk=group.pk).update(
-            is_group_chat=True, customer_phone=conversation.customer_phone,
-            booking_id=conversation.booking_id, apartment_id=conversation.apartment_id,
-            link_method=conversation.link_method, linked_at=conversation.linked_at,
-            booking_lookup_at=now, updated_at=now,
-        )
+        # Through the instance, not a queryset update: it is the one message_received
+        # hands the receivers of the copies, and must say what is stored.
+        marks = {"is_group_chat": True, "customer_phone": conversation.customer_phone,
+                 "booking_id": conversation.booking_id, "apartment_id": conversation.apartment_id,
+                 "link_method": conversation.link_method, "linked_at": conversation.linked_at,
+                 "booking_lookup_at": now}
+        for name, value in marks.items():
+            setattr(group, name, value)
+        group.save(update_fields=[name.removesuffix("_id") for name in marks] + ["updated_at"])
         Conversation._default_manager.filter(pk=conversation.pk).update(group_chat=group, updated_at=now)
     conversation.group_chat = group
     logger.info("Group chat %s ready for conversation %s", sid, conversation.conversation_sid)
@@ -275,8 +278,15 @@ def _parts(message: AbstractTwilioMessage) -> list[tuple[str, str]]:
     body = message.body
     if len(body) > MAX_FORWARD_BODY:
         body = body[: MAX_FORWARD_BODY - 1] + "…"
-    media = [m.get("Sid", "") for m in message.media if isinstance(m, dict) and m.get("Sid")]
+    media = [m["Sid"] for m in _media_items(message)]
     return [(body, media[0] if media else "")] + [("", sid) for sid in media[1:]]
+
+
+def _media_items(message: AbstractTwilioMessage) -> list[dict[str, Any]]:
+    """The message's media descriptors that name a file. The webhook validates them
+    (``events``); rows stored by older versions may hold any JSON."""
+    media = message.media if isinstance(message.media, list) else []
+    return [m for m in media if isinstance(m, dict) and isinstance(m.get("Sid"), str) and m["Sid"]]
 
 
 def _post_copies(message: AbstractTwilioMessage, group: AbstractTwilioConversation,
@@ -307,12 +317,19 @@ def _record_sent(message: AbstractTwilioMessage, conversation: AbstractTwilioCon
         Message(message_sid=sid, conversation=group, author=assistant, body=body,  # type: ignore[misc]
                 direction=Direction.OUTBOUND, source="API", date_created=now,
                 attributes={"forwarded_from": message.message_sid, **({"part": part} if part else {})},
-                media=[m for m in message.media if isinstance(m, dict) and m.get("Sid") == media_sid])
+                media=[m for m in _media_items(message) if m["Sid"] == media_sid])
         for part, (sid, (body, media_sid)) in enumerate(zip(sids, _parts(message), strict=True))
     ]
     with transaction.atomic():
-        # Messages made through the REST API fire no webhook: the copies are stored here.
-        Message._default_manager.bulk_create(copies, ignore_conflicts=True)
+        # Messages made through the REST API fire no webhook: the copies are stored here,
+        # and announced like every new row. A copy already stored (an echo, were a site
+        # to enable webhooks for API messages) is neither stored nor announced twice.
+        stored = set(Message._default_manager.filter(message_sid__in=sids).values_list(
+            "message_sid", flat=True))
+        new = Message._default_manager.bulk_create([c for c in copies if c.message_sid not in stored])
+        for copy in new:
+            signals.send_after_commit(signals.message_received, Message, using=copy._state.db,
+                                      message=copy, conversation=group, origin="group_chat")
         Message._default_manager.filter(pk=message.pk).update(
             forward_state=ForwardState.SENT, forwarded_sid=sids[0], forward_retry_at=None, updated_at=now)
         Conversation._default_manager.filter(pk=conversation.pk).exclude(

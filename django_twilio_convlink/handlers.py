@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 from django.db import IntegrityError, transaction
 
-from .accounts import check_account
+from . import get_conversation_model
+from .accounts import check_account, may_skip_account_checks
 from .db import run_with_retries
 from .events import ConversationEvent, Event, MessageEvent, OtherEvent
 from .linking import link_on_first_phone
@@ -84,6 +85,20 @@ def _store_conversation_event(event: ConversationEvent) -> None:
             link_on_first_phone(conversation, phone)
 
 
+def refuse_if_foreign(event: OtherEvent) -> None:
+    """Raise ForeignAccount when an event the app does not store names a conversation
+    its signer does not own. Acknowledging it would still send ``event_received`` to
+    the site's receivers, and put a processed delivery in the log that
+    ``record_conversation_accounts`` once read as the conversation's owner. One
+    SELECT, and none on a site without sub-accounts."""
+    if not event.conversation_sid or may_skip_account_checks():
+        return
+    conversation = get_conversation_model()._default_manager.filter(
+        conversation_sid=event.conversation_sid).only("conversation_sid", "account_sid").first()
+    if conversation is not None:
+        check_account(conversation, event.account_sid)
+
+
 def handle_event(event: Event, then: Callable[[], None] = _nothing, origin: str = "webhook") -> None:
     """Apply ``event`` atomically: on any error nothing of it is written. ``then`` (the
     delivery log's "processed") runs inside the same transaction, so it commits with
@@ -94,6 +109,7 @@ def handle_event(event: Event, then: Callable[[], None] = _nothing, origin: str 
     next attempt finds its row (``db.run_with_retries``).
     """
     if isinstance(event, OtherEvent):
+        refuse_if_foreign(event)
         logger.debug("Acknowledged %s without storing it", event.event_type)
         then()
         return

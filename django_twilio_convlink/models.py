@@ -9,10 +9,14 @@ imported, exactly as Django reads ``AUTH_USER_MODEL`` for ``LogEntry.user``.
 
 from __future__ import annotations
 
+import copy
 import datetime
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection, Iterable
+from typing import TYPE_CHECKING, Any, Self
 
 from django.db import models
+from django.db.models import QuerySet
+from django.db.models.base import ModelBase
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -40,7 +44,75 @@ class ForwardState(models.TextChoices):
     PERMANENT = "permanent", _("Failed permanently")
 
 
-class AbstractTwilioConversation(models.Model):
+class ChangedFieldsModel(models.Model):
+    """A model whose ``save()`` of a stored row writes only the fields changed on the
+    instance since it was loaded or saved (and ``auto_now`` fields), as if
+    ``update_fields`` named them; ``save(update_fields=...)`` is Django's own.
+
+    Why: the app writes its rows with UPDATEs of its own after handing instances
+    out. A ``message_received`` receiver gets the message before (or while) the group
+    chat's forward marks it sent; a receiver that set a field of the site's and
+    called ``save()`` once wrote the stale ``pending`` back, and the message was
+    posted a second time. Such a stale instance now writes only what its holder
+    changed. A new row (and an instance without a load snapshot, e.g. from
+    ``bulk_create``) saves as in Django.
+    """
+
+    class Meta:
+        abstract = True
+
+    def save(self, *, force_insert: bool | tuple[ModelBase, ...] = False, force_update: bool = False,
+             using: str | None = None, update_fields: Iterable[str] | None = None) -> None:
+        stored = self.__dict__.get("_convlink_stored")
+        if (update_fields is None and not force_insert and not self._state.adding
+                and stored is not None and using in (None, self._state.db)):
+            update_fields = self._changed_fields(stored)
+        super().save(force_insert=force_insert, force_update=force_update, using=using,
+                     update_fields=update_fields)
+        written = None if update_fields is None else self._attnames(update_fields)
+        self.__dict__["_convlink_stored"] = {**(stored or {}), **self._stored_values(written)}
+
+    @classmethod
+    def from_db(cls, db: str | None, field_names: Collection[str], values: Collection[Any],
+                **kwargs: Any) -> Self:
+        instance = super().from_db(db, field_names, values, **kwargs)
+        instance.__dict__["_convlink_stored"] = instance._stored_values()
+        return instance
+
+    def _stored_values(self, names: Collection[str] | None = None) -> dict[str, Any]:
+        """Loaded values by attname (not the deferred ones), mutable JSON copied so that
+        a change made in place is still a change."""
+        values = self.__dict__
+        return {
+            f.attname: copy.deepcopy(values[f.attname]) if isinstance(values[f.attname], dict | list)
+            else values[f.attname]
+            for f in self._meta.concrete_fields
+            if not f.primary_key and f.attname in values and (names is None or f.attname in names)
+        }
+
+    def _attnames(self, names: Iterable[str]) -> set[str]:
+        wanted = set(names)
+        return {f.attname for f in self._meta.concrete_fields if f.name in wanted or f.attname in wanted}
+
+    def _changed_fields(self, stored: dict[str, Any]) -> list[str]:
+        values = self.__dict__
+        return [
+            f.name for f in self._meta.concrete_fields
+            if not f.primary_key and f.attname in values
+            and (getattr(f, "auto_now", False) or f.attname not in stored
+                 or values[f.attname] != stored[f.attname])
+        ]
+
+    def refresh_from_db(self, using: str | None = None, fields: Iterable[str] | None = None,
+                        from_queryset: QuerySet[Self] | None = None) -> None:
+        fields = list(fields) if fields is not None else None
+        super().refresh_from_db(using=using, fields=fields, from_queryset=from_queryset)
+        refreshed = None if fields is None else self._attnames(fields)
+        stored = self.__dict__.get("_convlink_stored") or {}
+        self.__dict__["_convlink_stored"] = {**stored, **self._stored_values(refreshed)}
+
+
+class AbstractTwilioConversation(ChangedFieldsModel):
     conversation_sid = models.CharField(_("conversation SID"), max_length=34, unique=True)
     # Twilio allows 256 characters in both.
     friendly_name = models.CharField(_("friendly name"), max_length=256, blank=True)
@@ -119,7 +191,7 @@ class AbstractTwilioConversation(models.Model):
         return self.booking_id is not None
 
 
-class AbstractTwilioMessage(models.Model):
+class AbstractTwilioMessage(ChangedFieldsModel):
     message_sid = models.CharField(_("message SID"), max_length=34, unique=True)
     conversation = models.ForeignKey(
         convlink_settings.CONVERSATION_MODEL, verbose_name=_("conversation"),

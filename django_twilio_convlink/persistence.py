@@ -83,8 +83,9 @@ def refuse_if_stored_elsewhere(event: MessageEvent) -> None:
     elsewhere = get_message_model()._default_manager.filter(message_sid=event.message_sid).values_list(
         "conversation__conversation_sid", flat=True).first()
     if elsewhere is not None and elsewhere != event.conversation_sid:
-        raise RefusedEvent(f"Message {event.message_sid} belongs to conversation {elsewhere}, "
-                           f"not {event.conversation_sid}.")
+        # The answer must not name the other conversation: it may be another account's.
+        public = f"Message {event.message_sid} is not part of conversation {event.conversation_sid}."
+        raise RefusedEvent(public, detail=f"{public[:-1]}: it belongs to conversation {elsewhere}.")
 
 
 def save_conversation_to_db(
@@ -211,9 +212,12 @@ def save_message_to_db(
         )
         after_insert = [then for step in insert_steps if (then := step(message, conversation, origin))]
         message.save(force_insert=True, using=manager.db)
+        # Announced before the steps' own after-commit work (the group chat's forward,
+        # which the immediate task backend runs in the commit's callbacks): receivers
+        # hear of the customer's message before of its copy in the group chat.
+        _changed(signals.message_received, message, conversation, origin)
         for then in after_insert:
             then()
-        _changed(signals.message_received, message, conversation, origin)
         return message, True
     stale = (event.date_updated is not None and message.date_updated is not None
              and event.date_updated < message.date_updated)

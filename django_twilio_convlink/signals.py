@@ -12,8 +12,11 @@ event_received         ``WebhookDelivery``            ``delivery``, ``event_type
 delivery_failed        ``WebhookDelivery``            ``delivery``, ``exception``
 =====================  =============================  ==================================================
 
-``origin`` says where the change came from: ``"webhook"`` (a live delivery) or
-``"replay"`` (``replay_twilio_webhooks``, the admin's replay action).
+``origin`` says where the change came from: ``"webhook"`` (a live delivery),
+``"replay"`` (``replay_twilio_webhooks``, the admin's replay action) or
+``"group_chat"`` (the copy of a customer's message the app posted into the group
+chat and stored itself). The instances are safe to save: ``save()`` writes only the
+fields changed on them (``models.ChangedFieldsModel``).
 ``conversation_linked`` is sent whenever conversations got a booking, by any path:
 ``method`` is ``"automatic"`` (the customer's first message), ``"retroactive"`` (a
 booking saved later, ``update_conversation_links``, the admin's relink action) or

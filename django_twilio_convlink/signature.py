@@ -3,10 +3,11 @@
 ``refusal`` checks, cheapest first: the declared body size, the URL Twilio signed, the
 X-Twilio-Signature header, the body, the signature. Nothing a client sends makes it
 raise. A Content-Length that is no number, a Host Django refuses, a port or a
-bracketed host no URL parser accepts, a body Django cannot parse: each is a refusal,
-which the view answers with a 4xx and counts. (``Host: 127.0.0.1:99999`` once made
-the SDK's URL parsing raise inside ``validate``: a 500 and an ERROR traceback that
-anyone could cause.)
+bracketed host no URL parser accepts, a body Django cannot parse, a charset that is
+not UTF-8: each is a refusal, which the view answers with a 4xx and counts.
+(``Host: 127.0.0.1:99999`` once made the SDK's URL parsing raise inside ``validate``,
+and ``charset=rot13`` made Django's form parsing raise: each a 500 and an ERROR
+traceback that anyone could cause.)
 
 The signature check always runs through the SDK's RequestValidator and never depends
 on DEBUG. A refusal carries its reason and the URL used so the view can log them: a
@@ -15,6 +16,7 @@ proxy that hides the public URL is the most common cause, and a bare 403 hides i
 
 from __future__ import annotations
 
+import codecs
 import logging
 from dataclasses import dataclass
 from urllib.parse import urlparse
@@ -31,6 +33,7 @@ try:  # twilio 9.13+: webhook shared-key signing
 except ImportError:
     SIGNATURE_SETTINGS_HEADER, get_signature_algorithm = "X-Twilio-Webhooks-Signature-Settings", None
 
+from .accounts import MAIN, account_owner, subaccount_tokens
 from .conf import convlink_settings
 
 logger = logging.getLogger(__name__)
@@ -55,7 +58,18 @@ class Refusal:
 # What Django's request parsing raises for a body it cannot read: too many fields or
 # files, over DATA_UPLOAD_MAX_MEMORY_SIZE (SuspiciousOperation), a form that is not
 # UTF-8 (BadRequest), broken multipart, a client gone mid-body (UnreadablePostError).
-UNPARSEABLE_BODY = (SuspiciousOperation, BadRequest, MultiPartParserError, UnreadablePostError)
+# LookupError and UnicodeError back up the charset check below: a codec that is no text
+# encoding, text that is no UTF-8.
+UNPARSEABLE_BODY = (SuspiciousOperation, BadRequest, MultiPartParserError, UnreadablePostError,
+                    LookupError, UnicodeError)
+
+# Twilio posts UTF-8 ("application/x-www-form-urlencoded; charset=UTF-8"); ASCII is
+# part of it. Django decodes a form, multipart included, with whatever codec Python
+# knows by the Content-Type's charset: "rot13" and "hex" are no text encodings
+# (LookupError), and "unicode_escape" reads the characters \ud800 as a lone surrogate
+# the SDK cannot encode for its HMAC (UnicodeEncodeError). Both answered 500 before the
+# signature was checked.
+UTF8_CODECS = frozenset({"utf-8", "ascii"})
 
 
 def webhook_url(request: HttpRequest) -> str:
@@ -71,9 +85,9 @@ def webhook_url(request: HttpRequest) -> str:
 def refusal(request: HttpRequest) -> Refusal | None:
     """None when the request may be processed, else why not: 413 for a body over
     MAX_REQUEST_BYTES; 400 for a Content-Length that is no number of bytes, a Host
-    that makes no URL, a body Django cannot parse; 403 when the signature is missing
-    or wrong or nothing could verify it (fails closed). With VALIDATE_SIGNATURE off,
-    only the size and the body are checked.
+    that makes no URL, a body Django cannot parse or whose charset is not UTF-8; 403
+    when the signature is missing or wrong or nothing could verify it (fails closed).
+    With VALIDATE_SIGNATURE off, only the size and the body are checked.
 
     Raises nothing for anything the client sent, and reads no database.
     """
@@ -117,11 +131,40 @@ def _forged(reason: str, url: str) -> Refusal:
 
 
 def _unparseable_body(request: HttpRequest) -> Refusal | None:
+    charset = (request.content_params or {}).get("charset")
+    if charset is not None and _codec_name(charset) not in UTF8_CODECS:
+        return Refusal(400, f"the body must be UTF-8 encoded, not {_clip(charset)!r} (Content-Type charset)",
+                       "Unsupported charset: the body must be UTF-8.")
     try:
-        request.POST  # noqa: B018 (parsed once here, cached for the validator and the view)
+        params = request.POST  # parsed once here, cached for the validator and the view
     except UNPARSEABLE_BODY as exc:
         return Refusal(400, f"the body cannot be parsed: {type(exc).__name__}: {_clip(str(exc), 300)}",
                        "Malformed request body.")
+    field = _field_not_utf8(params)
+    if field is not None:
+        return Refusal(400, f"the body cannot be parsed: the field {_clip(field)!r} is no UTF-8 text",
+                       "Malformed request body.")
+    return None
+
+
+def _codec_name(charset: str) -> str | None:
+    """The codec's canonical name ("UTF8" is "utf-8"), or None for a name Python does
+    not know (or that holds a NUL, which ``codecs.lookup`` refuses with ValueError)."""
+    try:
+        return codecs.lookup(charset).name
+    except (LookupError, ValueError):
+        return None
+
+
+def _field_not_utf8(params: QueryDict) -> str | None:
+    """The first field whose name or a value holds a lone surrogate, which UTF-8 cannot
+    encode: the SDK would raise on it, a database would refuse it."""
+    for name, values in params.lists():
+        for text in (name, *values):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                return name
     return None
 
 
@@ -139,13 +182,14 @@ def _as_list(value: str | list[str] | tuple[str, ...] | None) -> list[str]:
 def auth_tokens_for(account_sid: str) -> list[str]:
     """The tokens a delivery from ``account_sid`` may be signed with.
 
-    A sub-account listed in SUBACCOUNT_AUTH_TOKENS signs with its own token(s) only.
+    A sub-account listed in SUBACCOUNT_AUTH_TOKENS signs with its own token(s) only,
+    whatever the case of the SID's hex digits (``accounts.account_owner``).
     Everyone else: AUTH_TOKEN and, during a rotation, SECONDARY_AUTH_TOKENS.
     """
+    owner = account_owner(account_sid)
+    if owner != MAIN:
+        return subaccount_tokens()[owner]
     s = convlink_settings
-    subaccount_tokens = (s.SUBACCOUNT_AUTH_TOKENS or {}).get(account_sid)
-    if subaccount_tokens:
-        return _as_list(subaccount_tokens)
     return _as_list(s.AUTH_TOKEN) + _as_list(s.SECONDARY_AUTH_TOKENS)
 
 

@@ -548,11 +548,83 @@ def host_django_reads(host: str | None, forwarded_host: str | None, forwarded_po
     return "testserver" if port == "80" else f"testserver:{port}"
 
 
+# -- content types and charsets ---------------------------------------------------------
+# An unsigned multipart POST with "charset=rot13" or "hex" answered 500 before the
+# signature was checked (Django decodes with any codec Python knows: LookupError), and
+# "unicode_escape" handed the SDK a lone surrogate (UnicodeEncodeError). Any Content-Type,
+# any charset, any body and any X-Twilio-Signature value: a counted 4xx, nothing written.
+
+# Header-safe characters; no "*", so no RFC 2231 parameter (Django refuses an unknown
+# charset in one while it builds the request, before any view runs).
+TOKEN_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'+-.^_`|~/;= \""
+CONTENT_TYPES = st.one_of(
+    st.sampled_from([
+        "multipart/form-data", "multipart/form-data; boundary=b", "multipart/form-data; boundary=",
+        "multipart/form-data; boundary=\x7f", "multipart/mixed; boundary=b",
+        "application/x-www-form-urlencoded", "text/plain", "application/json", "application/octet-stream",
+        "", "*/*",
+    ]),
+    st.text(alphabet=TOKEN_CHARS, max_size=30),
+)
+CHARSETS = st.one_of(
+    st.sampled_from(["rot13", "hex", "unicode_escape", "raw_unicode_escape"]),  # the 500s
+    st.sampled_from([
+        "utf-16", "utf-32", "latin-1", "utf-8-sig", "base64", "zip", "idna", "punycode", "undefined",
+        "no-such-codec", "", "utf-8", "UTF-8", "utf8", "us-ascii", '"utf-8"', '"rot13"',
+    ]),
+    st.none(),
+    st.text(alphabet=TOKEN_CHARS, max_size=20),
+)
+# Escapes that a codec such as unicode_escape reads as a lone surrogate, a NUL, a name.
+ESCAPES = st.sampled_from(["\\ud800", "\\udfff\\x00", "\\U0010ffff", "\\N{BOM}", "\\", "%ED%A0%80"])
+
+
+def multipart_body(fields: dict[str, str]) -> str:
+    return "".join(f'--b\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+                   for name, value in fields.items()) + "--b--\r\n"
+
+
+# A Body that is odd text, an escape, or a lone surrogate as the bytes UTF-8 would give
+# it (surrogatepass): no UTF-8.
+MULTIPART_BODIES = st.one_of(
+    st.just(multipart_body(EVENTS[MESSAGE]).encode()),
+    st.builds(lambda value: multipart_body({**EVENTS[MESSAGE], "Body": value}).encode(
+        "utf-8", "surrogatepass"), ANY_TEXT | ESCAPES),
+)
+URLENCODED_BODIES = st.one_of(
+    st.just(urlencode(EVENTS[MESSAGE]).encode()),
+    st.builds(lambda value: urlencode({**EVENTS[MESSAGE], "Body": value}, errors="surrogatepass").encode(),
+              ANY_TEXT | ESCAPES),
+)
+# (Content-Type, body): mostly a form the parser reads, so that the charset reaches it.
+FORMS = st.one_of(
+    st.tuples(st.sampled_from(["multipart/form-data; boundary=b", 'multipart/form-data; boundary="b"']),
+              MULTIPART_BODIES),
+    st.tuples(st.just("application/x-www-form-urlencoded"), URLENCODED_BODIES),
+    st.tuples(CONTENT_TYPES, MULTIPART_BODIES | URLENCODED_BODIES | st.binary(max_size=300)),
+)
+SIGNATURES = st.one_of(
+    st.just("c2lnbmVk"),
+    # What a WSGI server hands over for a header's bytes: their latin-1 reading.
+    ANY_TEXT.map(lambda text: text.encode("utf-8", "surrogatepass").decode("latin-1")),
+)
+# What Twilio sends, and the spellings of it Django reads as UTF-8.
+SIGNED_CONTENT_TYPES = ["application/x-www-form-urlencoded",
+                        "application/x-www-form-urlencoded; charset=UTF-8",
+                        "application/x-www-form-urlencoded; charset=utf-8"]
+
+
+def stored_rows() -> int:
+    return (WebhookDelivery.objects.count() + get_conversation_model()._default_manager.count()
+            + get_message_model()._default_manager.count())
+
+
 class HostFuzzTest(TestCase):
     """Each example runs in its own transaction, rolled back after it."""
 
     def post(self, *, host: str | None, forwarded_host: str | None = None, forwarded_port: str | None = None,
-             use_forwarded_host: bool = False, use_forwarded_port: bool = False, allowed_hosts=("*",)):
+             use_forwarded_host: bool = False, use_forwarded_port: bool = False, allowed_hosts=("*",),
+             content_type: str = "application/x-www-form-urlencoded"):
         """POST a delivery signed for the URL built from the host Django reads; answer
         (response, forged requests it added)."""
         data = EVENTS[MESSAGE]
@@ -571,11 +643,26 @@ class HostFuzzTest(TestCase):
                            ALLOWED_HOSTS=list(allowed_hosts), MIDDLEWARE=VIEW_READS_THE_HOST), \
                 self.assertNoLogs(level="ERROR"):
             response = Client(raise_request_exception=False).post(
-                WEBHOOK_PATH, data=urlencode(data), content_type="application/x-www-form-urlencoded",
-                headers=headers)
+                WEBHOOK_PATH, data=urlencode(data), content_type=content_type, headers=headers)
         note(f"Host={host!r} X-Forwarded-Host={forwarded_host!r} X-Forwarded-Port={forwarded_port!r} "
              f"-> {response.status_code} {response.content[:300]!r}")
         return response, forged_today() - before
+
+    def post_unsigned(self, *, host: str | None, content_type: str, body: bytes, signature: str):
+        """POST ``body`` as it is, whatever charset ``content_type`` names, with an
+        X-Twilio-Signature that matches nothing; answer (response, forged requests it
+        added, rows it wrote)."""
+        headers = {"X-Twilio-Signature": signature, **({"Host": host} if host is not None else {})}
+        before, rows_before = forged_today(), stored_rows()
+        with self.settings(ALLOWED_HOSTS=["*"], MIDDLEWARE=VIEW_READS_THE_HOST), \
+                self.assertNoLogs(level="ERROR"):
+            # generic(), not post(): post() encodes the body in the declared charset,
+            # and "rot13" is no text encoding (LookupError in the test client).
+            response = Client(raise_request_exception=False).generic(
+                "POST", WEBHOOK_PATH, data=body, content_type=content_type, headers=headers)
+        note(f"Host={host!r} Content-Type={content_type!r} body={body[:200]!r} "
+             f"-> {response.status_code} {response.content[:300]!r}")
+        return response, forged_today() - before, stored_rows() - rows_before
 
     @FUZZ_SETTINGS(max_examples=HOST_EXAMPLES)
     @example(host="127.0.0.1:99999", forwarded_host=None, forwarded_port=None, use_forwarded_host=False,
@@ -598,14 +685,31 @@ class HostFuzzTest(TestCase):
         assert counted == (0 if response.status_code == 200 else 1), counted
 
     @FUZZ_SETTINGS(max_examples=max(10, HOST_EXAMPLES // 3))
-    @given(host=VALID_HOSTS, forwarded=st.booleans())
-    def test_signed_request_for_a_valid_host_is_accepted(self, host, forwarded):
+    @given(host=VALID_HOSTS, forwarded=st.booleans(), content_type=st.sampled_from(SIGNED_CONTENT_TYPES))
+    def test_signed_request_for_a_valid_host_is_accepted(self, host, forwarded, content_type):
         if forwarded:
             response, counted = self.post(host="proxy.internal:8080", forwarded_host=host,
-                                          use_forwarded_host=True)
+                                          use_forwarded_host=True, content_type=content_type)
         else:
-            response, counted = self.post(host=host)
+            response, counted = self.post(host=host, content_type=content_type)
         assert (response.status_code, counted) == (200, 0), response.content[:300]
+
+    @FUZZ_SETTINGS(max_examples=HOST_EXAMPLES)
+    @example(host=None, form=("multipart/form-data; boundary=b", multipart_body(EVENTS[MESSAGE]).encode()),
+             charset="rot13", signature="c2lnbmVk")
+    @example(host=None, form=("multipart/form-data; boundary=b",
+                              multipart_body({**EVENTS[MESSAGE], "Body": "\\ud800"}).encode()),
+             charset="unicode_escape", signature="c2lnbmVk")
+    @given(host=st.none() | ODD_HOSTS, form=FORMS, charset=CHARSETS, signature=SIGNATURES)
+    def test_unsigned_request_of_any_content_type_and_charset_is_a_counted_4xx(self, host, form, charset,
+                                                                              signature):
+        content_type, body = form
+        if charset is not None:
+            content_type = f"{content_type}; charset={charset}"
+        response, counted, written = self.post_unsigned(host=host, content_type=content_type, body=body,
+                                                        signature=signature)
+        assert 400 <= response.status_code < 500, f"{response.status_code}:\n{describe_failure(response, 0)}"
+        assert (counted, written) == (1, 0), (counted, written)
 
 
 # --- Events about data they do not own -----------------------------------------------------

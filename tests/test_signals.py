@@ -38,7 +38,9 @@ class Recorder:
         return receive
 
     def names(self) -> list[str]:
-        return [name for name, _, _ in self.calls]
+        """The signals received, but message_received for the group chat's copies of
+        customer messages (their own test checks those)."""
+        return [name for name, _, kwargs in self.calls if kwargs.get("origin") != "group_chat"]
 
 
 @pytest.fixture
@@ -102,7 +104,8 @@ def test_updates_and_removals_are_sent_once_per_change(received):
     removal = payload("onMessageRemoved", **ids)
     deliver(removal)
     deliver({**removal, "RetryCount": "1"})
-    message_calls = [(name, kwargs) for name, _, kwargs in received.calls if name.startswith("message")]
+    message_calls = [(name, kwargs) for name, _, kwargs in received.calls
+                     if name.startswith("message") and kwargs["origin"] != "group_chat"]
     assert [name for name, _ in message_calls] == ["message_received", "message_updated", "message_removed"]
     assert message_calls[1][1]["message"].body == "Now the boiler too"
     assert message_calls[2][1]["message"].is_removed
@@ -125,7 +128,7 @@ def test_a_replay_says_so_and_a_no_op_replay_sends_no_change(received):
         deliver(data)
     call_command("replay_twilio_webhooks", "--failed", stdout=StringIO())
     replayed = [kwargs for name, _, kwargs in received.calls if name == "message_received"]
-    assert [kwargs["origin"] for kwargs in replayed] == ["replay"]
+    assert [kwargs["origin"] for kwargs in replayed] == ["replay", "group_chat"]
     delivery = WebhookDelivery.objects.get()
     call_command("replay_twilio_webhooks", str(delivery.pk), stdout=StringIO())  # changes nothing
     assert received.names().count("message_received") == 1
@@ -246,3 +249,112 @@ def test_a_batch_announcement_costs_one_select_whatever_the_conversations(linked
     assert sum(len(kwargs["conversation_pks"]) for _, kwargs in linked) == 3 * per_customer
     selects = [sql for sql in captured.sql if "linked_at" in sql and sql.lstrip().startswith("SELECT")]
     assert len(selects) == 1, captured.sql
+
+
+# --- What a receiver may write ------------------------------------------------------------
+
+@pytest.fixture
+def saving_receiver():
+    """A site's receiver that marks a field of its own and saves the instances it got,
+    as README.rst suggests."""
+    def mark(sender, message, conversation, **kwargs):
+        message.notified = True
+        message.save()
+        conversation.note = "seen"
+        conversation.save()
+
+    signals.message_received.connect(mark, weak=False)
+    yield
+    signals.message_received.disconnect(mark)
+
+
+def test_a_receiver_that_saves_its_instances_undoes_nothing_the_app_did(saving_receiver, api_outbox):
+    """With the immediate task backend the forward runs (and marks the message sent,
+    and the conversation's group chat) before message_received reaches the site: the
+    receiver's save() must write its own field only, or the message is posted twice."""
+    ReservationFactory(guest=GuestFactory(mobile="(415) 555-0142"))
+    data = payload(FIRST, Author=CUSTOMER)
+    assert deliver(data).status_code == 200
+    message = ChatMessage.objects.get(message_sid=data["MessageSid"])
+    assert message.notified and (message.forward_state, bool(message.forwarded_sid)) == ("sent", True)
+    assert message.conversation.note == "seen" and message.conversation.group_chat is not None
+    call_command("retry_group_chats", "--now", stdout=StringIO())
+    assert [call.method for call in api_outbox] == ["create_group_chat", "send_message"]
+
+
+def test_an_instance_saved_after_a_worker_forwarded_it_keeps_the_forward(settings, api_outbox):
+    """A receiver that keeps the instance and saves it later (its own task, a slow
+    e-mail) while a worker forwards the message in between writes only its field."""
+    from django_twilio_convlink.group_chat import forward_customer_message
+
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "TASK_BACKEND": "dummy"}
+    kept = []
+    receiver = lambda sender, message, conversation, **kwargs: kept.append((message, conversation))  # noqa: E731
+    signals.message_received.connect(receiver, weak=False)
+    try:
+        assert deliver(payload(FIRST, Author=CUSTOMER)).status_code == 200
+    finally:
+        signals.message_received.disconnect(receiver)
+    [(message, conversation)] = kept
+    assert message.forward_state == "pending"
+    forward_customer_message(message.pk)  # the worker
+    message.notified = True
+    message.save()
+    conversation.note = "seen"
+    conversation.save()
+    message.refresh_from_db()
+    conversation.refresh_from_db()
+    assert (message.notified, message.forward_state) == (True, "sent")
+    assert conversation.note == "seen" and conversation.group_chat is not None
+    call_command("retry_group_chats", "--now", stdout=StringIO())
+    assert [call.method for call in api_outbox] == ["create_group_chat", "send_message"]
+
+
+def test_a_stale_instance_still_saves_what_its_holder_changed():
+    """Changes made in place (a JSON field) count; save(update_fields=...) is Django's."""
+    data = payload(FIRST)
+    deliver(data)
+    first = ChatMessage.objects.get(message_sid=data["MessageSid"])
+    second = ChatMessage.objects.get(message_sid=data["MessageSid"])
+    first.body = "corrected by the manager"
+    first.save()
+    second.attributes["flag"] = "urgent"
+    second.save()
+    stored = ChatMessage.objects.get(pk=first.pk)
+    assert (stored.body, stored.attributes) == ("corrected by the manager", {"flag": "urgent"})
+    second.body = "explicit"
+    second.save(update_fields=["body"])
+    assert ChatMessage.objects.get(pk=first.pk).body == "explicit"
+
+
+def test_the_group_chat_copy_is_received_like_every_new_row(received):
+    """The copy the app posts into the group chat is stored by the app (the REST API
+    fires no webhook for it): it is a new row, so message_received announces it,
+    once, with origin "group_chat"."""
+    ReservationFactory(guest=GuestFactory(mobile="(415) 555-0142"))
+    data = payload(FIRST, Author=CUSTOMER)
+    deliver(data)
+    new_rows = [kwargs for name, _, kwargs in received.calls if name == "message_received"]
+    assert [(k["message"].direction, k["origin"], k["committed"]) for k in new_rows] == [
+        ("inbound", "webhook", True), ("outbound", "group_chat", True)]
+    copy = new_rows[1]["message"]
+    assert copy.conversation_id == new_rows[1]["conversation"].pk
+    assert new_rows[1]["conversation"].is_group_chat
+    assert copy.attributes["forwarded_from"] == data["MessageSid"]
+    assert ChatMessage.objects.filter(pk=copy.pk, direction="outbound").exists()
+
+
+def test_changing_only_the_apartment_does_not_announce_the_same_booking_again(linked, admin_client):
+    booking = ReservationFactory(guest=GuestFactory(mobile="(415) 555-0199"))
+    other_unit = ReservationFactory().unit
+    conversation = ConversationFactory(customer_phone=CUSTOMER)
+    form = {"friendly_name": "x", "unique_name": "", "state": "", "customer_phone": CUSTOMER,
+            "booking": booking.pk, "apartment": booking.unit.pk, "chat_service_sid": "",
+            "messaging_service_sid": "", "attributes": "{}", "account_sid": "",
+            "messages-TOTAL_FORMS": "0", "messages-INITIAL_FORMS": "0"}
+    url = reverse("admin:testapp_chatconversation_change", args=[conversation.pk])
+    assert admin_client.post(url, form).status_code == 302
+    assert admin_client.post(url, {**form, "apartment": other_unit.pk}).status_code == 302
+    assert [kwargs["booking_pk"] for _, kwargs in linked] == [booking.pk]
+    conversation.refresh_from_db()
+    assert (conversation.apartment_id, conversation.link_method) == (other_unit.pk, "manual")

@@ -1,14 +1,16 @@
 """The endpoint answers Twilio and only Twilio."""
 
 import logging
+from urllib.parse import urlencode
 
 import pytest
 from django.conf import settings
 from django.db import connection
-from django.test import Client, override_settings
+from django.http import QueryDict
+from django.test import Client, RequestFactory, override_settings
 from twilio.request_validator import RequestValidator
 
-from django_twilio_convlink.signature import forged_today
+from django_twilio_convlink.signature import forged_today, refusal
 from tests.conftest import WEBHOOK_PATH, TwilioClient, payload
 from tests.testapp.models import ChatConversation, ChatMessage
 
@@ -283,12 +285,72 @@ MULTIPART = "multipart/form-data; boundary=b"
     ("AccountSid=AC1", "application/x-www-form-urlencoded; charset=latin-1", "must be UTF-8 encoded"),
 ])
 def test_body_django_cannot_parse_is_refused_and_counted(caplog, body, content_type, reason):
+    response, counted, errors = post_unsigned(caplog, body, content_type)
+    assert_refused(caplog, response, counted, errors, 400, reason)
+
+
+def post_unsigned(caplog, body: str, content_type: str):
+    """POST ``body`` as it is (UTF-8 bytes, whatever charset ``content_type`` names)
+    with a signature that matches nothing; answer as ``post_refused``."""
     before = forged_today()
     with caplog.at_level(logging.WARNING):
-        response = Client(raise_request_exception=False).post(
-            WEBHOOK_PATH, data=body, content_type=content_type, headers={"X-Twilio-Signature": "c2lnbmVk"})
+        # generic(), not post(): post() encodes the body in the declared charset, and
+        # "rot13" or "hex" is no text encoding (LookupError in the test client).
+        response = Client(raise_request_exception=False).generic(
+            "POST", WEBHOOK_PATH, data=body.encode(), content_type=content_type,
+            headers={"X-Twilio-Signature": "c2lnbmVk"})
     errors = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.ERROR]
-    assert_refused(caplog, response, forged_today() - before, errors, 400, reason)
+    return response, forged_today() - before, errors
+
+
+# Unsigned multipart bodies in these charsets answered 500 before the signature was
+# checked: Django decodes a form with any codec Python knows, and "rot13" and "hex"
+# are codecs but no text encodings (LookupError), while "unicode_escape" reads the
+# characters \ud800 as a lone surrogate, which the SDK cannot encode for its HMAC
+# (UnicodeEncodeError).
+@pytest.mark.parametrize("charset", ["rot13", "hex", "unicode_escape", "raw_unicode_escape"])
+def test_multipart_body_in_a_charset_that_is_no_utf8_is_refused_and_counted(caplog, charset):
+    body = multipart('Content-Disposition: form-data; name="Body"\r\n\r\n\\ud800')
+    response, counted, errors = post_unsigned(caplog, body, f"{MULTIPART}; charset={charset}")
+    assert_refused(caplog, response, counted, errors, 400, "must be UTF-8 encoded")
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", MULTIPART, "text/plain"])
+@pytest.mark.parametrize("charset", ["latin-1", "utf-16", "utf-8-sig", "base64", "no-such-codec", ""])
+def test_body_in_a_charset_that_is_no_utf8_is_refused_and_counted(caplog, content_type, charset):
+    response, counted, errors = post_unsigned(caplog, "AccountSid=AC1", f"{content_type}; charset={charset}")
+    assert_refused(caplog, response, counted, errors, 400, "must be UTF-8 encoded")
+
+
+@pytest.mark.parametrize("content_type", [
+    "application/x-www-form-urlencoded; charset=UTF-8",  # what Twilio sends
+    "application/x-www-form-urlencoded; charset=utf-8",
+    f"{MULTIPART}; charset=utf-8",
+    f"{MULTIPART}; charset=us-ascii",
+])
+def test_signed_delivery_declaring_utf8_is_processed(content_type):
+    data = payload(MESSAGE)
+    signature = RequestValidator(settings.AUTH_TOKEN).compute_signature(
+        f"http://testserver{WEBHOOK_PATH}", data)
+    body = (urlencode(data) if content_type.startswith("application/x-www-form-urlencoded")
+            else multipart(*[f'Content-Disposition: form-data; name="{name}"\r\n\r\n{value}'
+                             for name, value in data.items()]))
+    response = Client().post(WEBHOOK_PATH, data=body, content_type=content_type,
+                             headers={"X-Twilio-Signature": signature})
+    assert response.status_code == 200, response.content
+    assert ChatMessage.objects.get().message_sid == data["MessageSid"]
+
+
+def test_parameters_that_are_no_utf8_text_never_reach_the_sdk():
+    # However a lone surrogate got into request.POST (a site's middleware decoding the
+    # body itself, a Django that reads a charset differently), it is a 400, never the
+    # SDK's UnicodeEncodeError.
+    request = RequestFactory().post(WEBHOOK_PATH, data="", content_type="application/x-www-form-urlencoded",
+                                    headers={"X-Twilio-Signature": "c2lnbmVk"})
+    request.POST = QueryDict("Body=%5Cud800", encoding="unicode_escape")
+    refused = refusal(request)
+    assert refused is not None and refused.status == 400, refused
+    assert "'Body' is no UTF-8 text" in refused.reason
 
 
 def test_body_over_django_memory_limit_is_refused_and_counted(caplog, settings):

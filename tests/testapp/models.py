@@ -32,8 +32,10 @@ class Reservation(models.Model):
 
 
 class ChatConversation(AbstractTwilioConversation):
-    pass
+    # A field of the site's own, as a signal receiver might set.
+    note = models.CharField(max_length=200, blank=True)
 
 
 class ChatMessage(AbstractTwilioMessage):
-    pass
+    # A field of the site's own, as a signal receiver might set.
+    notified = models.BooleanField(default=False)
