@@ -221,13 +221,18 @@ def test_nothing_is_announced_for_a_link_that_rolled_back(linked):
     assert linked == []
 
 
-def test_a_manual_link_in_the_admin_is_announced(linked, admin_client):
-    booking = ReservationFactory(guest=GuestFactory(mobile="(415) 555-0199"))
-    conversation = ConversationFactory(customer_phone=CUSTOMER)
-    form = {"friendly_name": "x", "unique_name": "", "state": "", "customer_phone": CUSTOMER,
+def admin_link_form(booking):
+    """The admin's change form of a conversation, linking it to ``booking``."""
+    return {"friendly_name": "x", "unique_name": "", "state": "", "customer_phone": CUSTOMER,
             "booking": booking.pk, "apartment": booking.unit.pk, "chat_service_sid": "",
             "messaging_service_sid": "", "attributes": "{}", "account_sid": "",
             "messages-TOTAL_FORMS": "0", "messages-INITIAL_FORMS": "0"}
+
+
+def test_a_manual_link_in_the_admin_is_announced(linked, admin_client):
+    booking = ReservationFactory(guest=GuestFactory(mobile="(415) 555-0199"))
+    conversation = ConversationFactory(customer_phone=CUSTOMER)
+    form = admin_link_form(booking)
     url = reverse("admin:testapp_chatconversation_change", args=[conversation.pk])
     assert admin_client.post(url, form).status_code == 302
     assert linked == [(ChatConversation, {"conversation_pks": [conversation.pk], "booking_pk": booking.pk,
@@ -348,10 +353,7 @@ def test_changing_only_the_apartment_does_not_announce_the_same_booking_again(li
     booking = ReservationFactory(guest=GuestFactory(mobile="(415) 555-0199"))
     other_unit = ReservationFactory().unit
     conversation = ConversationFactory(customer_phone=CUSTOMER)
-    form = {"friendly_name": "x", "unique_name": "", "state": "", "customer_phone": CUSTOMER,
-            "booking": booking.pk, "apartment": booking.unit.pk, "chat_service_sid": "",
-            "messaging_service_sid": "", "attributes": "{}", "account_sid": "",
-            "messages-TOTAL_FORMS": "0", "messages-INITIAL_FORMS": "0"}
+    form = admin_link_form(booking)
     url = reverse("admin:testapp_chatconversation_change", args=[conversation.pk])
     assert admin_client.post(url, form).status_code == 302
     assert admin_client.post(url, {**form, "apartment": other_unit.pk}).status_code == 302
