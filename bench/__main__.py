@@ -1,7 +1,7 @@
 """Run the benchmarks on SQLite and PostgreSQL and print one table.
 
     python -m bench             # everything (about N minutes on a 2-core machine)
-    python -m bench --quick     # small sizes; exits 1 if a statement-count ceiling breaks
+    python -m bench --quick     # small sizes; exits 1 if a statement count differs from bench/statements.py
     python -m bench --parts queries --databases postgres
 
 BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/convlink_bench) names

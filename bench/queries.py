@@ -6,12 +6,12 @@ parsing, delivery log, event transaction), counted with
 sees, BEGIN/COMMIT and savepoints included. No test transaction is open around the
 requests, as in production.
 
-The ceilings (first customer message 10, any later message 6, a redelivery 4) are
-exact: ``python -m bench --quick`` fails when one breaks. They are counted with the
-group chat task enqueued on a queue outside the database (TASK_BACKEND "dummy"):
-the queue is the site's choice. A queue table in the same database (django-tasks-db)
-adds one INSERT, in its own transaction after the commit, or inside the event's
-transaction with ENQUEUE_IN_TRANSACTION: both are shown in their own rows.
+Every count is exact, from ``bench/statements.py``: ``python -m bench --quick`` fails
+when one differs. They are counted with the group chat task enqueued on a queue
+outside the database (TASK_BACKEND "dummy"): the queue is the site's choice. A queue
+table in the same database (django-tasks-db) adds one INSERT, in its own transaction
+after the commit, or inside the event's transaction with ENQUEUE_IN_TRANSACTION:
+both are shown in their own rows.
 
 The in-process time of a later message is compared with the baseline view (signature
 check and one INSERT, bench/baseline) through the same test client, median of rounds.
@@ -25,9 +25,11 @@ from django.db import connection
 from django.test import Client, override_settings
 
 from bench.common import Row, median_seconds
+from bench.statements import STATEMENTS
 from django_twilio_convlink.conf import convlink_settings
 from django_twilio_convlink.testing import CaptureStatements, post_signed
-from tests.factories import GuestFactory, ReservationFactory, payload, sid
+from tests.factories import GuestFactory, ReservationFactory
+from tests.helpers import payload, sid
 
 WEBHOOK = "/twilio/webhook/"
 BASELINE = "/baseline/webhook/"
@@ -64,28 +66,25 @@ def run(quick: bool) -> list[Row]:
 
     rows: list[Row] = []
 
-    def scenario(case: str, data: dict[str, str], ceiling: int | None = None) -> list[str]:
+    def scenario(case: str, data: dict[str, str]) -> list[str]:
         statements, sql = count(client, data)
-        rows.append(Row(SECTION, case, statements, "statements",
-                        goal=f"<= {ceiling}" if ceiling else "",
-                        ok=None if ceiling is None else statements <= ceiling,
-                        ceiling=ceiling is not None))
+        expected = STATEMENTS[case]
+        rows.append(Row(SECTION, case, statements, "statements", goal=f"= {expected}",
+                        ok=statements == expected, ceiling=True))
         return sql
 
     conversation = sid("CH")
     with task_backend("dummy"):
         first = scenario("customer's first message, booking found",
-                         customer_message(conversation, customer, 0), 10)
+                         customer_message(conversation, customer, 0))
         later = customer_message(conversation, customer, 1)
-        scenario("customer's next message", later, 6)
-        scenario("manager reply", customer_message(conversation, manager, 2), 6)
-        scenario("assistant message", customer_message(conversation, assistant, 3), 6)
-        scenario("redelivery", {**later, "RetryCount": "1"}, 4)
+        scenario("customer's next message", later)
+        scenario("manager reply", customer_message(conversation, manager, 2))
+        scenario("assistant message", customer_message(conversation, assistant, 3))
+        scenario("redelivery", {**later, "RetryCount": "1"})
         scenario("onConversationAdded, new conversation (booking found)",
                  payload("onConversationAdded_sms_autocreated", ConversationSid=sid("CH"),
                          **{"MessagingBinding.Address": other}))
-        # No booking: the lookup runs again after the commit (a booking committed
-        # meanwhile would otherwise be missed by both sides).
         scenario("customer's first message, no booking", customer_message(sid("CH"), stranger, 0))
         scenario("ignored event (onDeliveryUpdated)", payload("onDeliveryUpdated"))
     with task_backend("database"):

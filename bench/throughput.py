@@ -74,8 +74,9 @@ from django_twilio_convlink.group_chat import UNIQUE_NAME_PREFIX
 from django_twilio_convlink.models import DeliveryStatus, ForwardState, WebhookDelivery
 from django_twilio_convlink.phones import normalize_phone
 from django_twilio_convlink.testing import signature
-from tests.factories import GuestFactory, ReservationFactory, payload, sid
-from tests.processes import children, cpu_seconds, free_port, gunicorn_command, stop
+from tests.factories import GuestFactory, ReservationFactory
+from tests.helpers import payload, sid
+from tests.system.processes import children, cpu_seconds, free_port, gunicorn_command, stop
 from tests.testapp.models import ChatConversation, ChatMessage
 
 ROOT = Path(__file__).resolve().parent.parent

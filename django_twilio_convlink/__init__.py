@@ -3,22 +3,29 @@ the site's bookings and apartments by the customer's phone.
 
 The modules, in the order a webhook meets them:
 
-* foundations: ``conf`` (settings, one lazy accessor), ``phones`` (E.164, who is the
-  system side), ``models`` (abstract models, the phone index), ``db`` (the one retry
-  of transient database errors), ``signals`` (the public signals), ``checks``;
+* foundations: ``conf`` (settings, one lazy accessor), ``choices`` (the values rows
+  take), ``exceptions`` (each with its HTTP status and delivery status), ``phones``
+  (E.164, who is the system side), ``models`` (abstract models, the phone index),
+  ``db`` (the one retry of transient database errors), ``signals`` (the public
+  signals), ``checks``;
 * the webhook: ``views`` (thin), ``signature`` (is it Twilio's, the forged-request
   counter), ``events`` (form fields to typed events), ``deliveries`` (the delivery
-  log, replay), ``accounts`` (which account may write a conversation);
-* ingest: ``handlers`` (one function per event type, one transaction),
-  ``persistence`` (conversations and messages stored once);
+  log: each delivery's outcome logged and recorded, replay), ``accounts`` (which
+  account may write a conversation);
+* ingest: ``handlers`` (one transaction per event, the account rule applied),
+  ``persistence`` (conversations and messages stored once; ``register_insert_step``);
 * ``linking`` (a package: bookings, phone_index, lookup, rules, batch; ``booking_lookup``
   keeps the README's import path of its lookup) and ``receivers`` (the site's booking
   saves, wired to it);
-* consumers of the above: ``group_chat`` (the customer's group chat) with ``api``
-  (Twilio REST backends) and ``tasks`` (the forward as a task);
+* for the consumers: ``api`` (Twilio REST backends) and ``tasks`` (binds any
+  consumer's task function to the site's task backend, importing none);
+* consumers of the above: ``group_chat`` (a package: the customer's group chat);
 * ``apps`` connects the receivers and the group chat at startup;
 * for the site: ``admin``, ``urls``, ``testing``, the management commands, the
   migrations of the app's own tables.
+
+Imports run one way, from the consumers down to the foundations: no module imports
+one that imports it (``tests/unit/test_layout.py`` checks the whole graph).
 """
 
 from __future__ import annotations

@@ -19,11 +19,14 @@ sub-account's conversation by naming its SID in upper case.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .conf import convlink_settings
-from .events import ACCOUNT_SID, Event, ForeignAccount, canonical_sid
-from .models import AbstractTwilioConversation
+from .events import ACCOUNT_SID, Event, canonical_sid
+from .exceptions import ForeignAccount
+
+if TYPE_CHECKING:
+    from .models import AbstractTwilioConversation
 
 MAIN = ""
 

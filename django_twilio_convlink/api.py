@@ -36,6 +36,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 from .conf import SETTINGS_NAME, convlink_settings
+from .exceptions import ApiError as ApiError  # its documented import path
 
 try:  # twilio 9.13+
     from twilio.base.exceptions import TwilioServiceException
@@ -53,25 +54,6 @@ ALREADY_A_PARTICIPANT = 50437
 UNIQUE_NAME_TAKEN = 50353
 TOO_MANY_PARTICIPANTS = 50436
 OPTED_OUT = 21610
-
-
-class ApiError(Exception):
-    """A Twilio call that did not succeed.
-
-    ``transient`` says whether the same call may succeed later (Twilio down, 5xx, 429,
-    timeouts) or never will as it stands (opted out, too many participants, a request
-    Twilio calls invalid).
-    """
-
-    def __init__(self, message: str, *, code: int | None = None, status: int | None = None,
-                 transient: bool) -> None:
-        super().__init__(message)
-        self.message, self.code, self.status, self.transient = message, code, status, transient
-
-    def __str__(self) -> str:
-        if self.code:
-            return f"Twilio error {self.code}: {self.message}"
-        return f"HTTP {self.status}: {self.message}" if self.status else self.message
 
 
 @dataclass

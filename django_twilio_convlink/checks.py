@@ -198,7 +198,7 @@ def check_group_chat(errors: list, warnings: list) -> None:
                 'On Django 5.2 install the backport: pip install "django-twilio-convlink[tasks]" '
                 "(django-tasks); Django 6.0+ has django.tasks built in. Or remove those settings.", 10))
         else:
-            # The default install on Django 5.2: it works (tasks._forward_now), and a
+            # The default install on Django 5.2: it works (tasks.enqueue runs it here), and a
             # worker is still the better place for Twilio's calls.
             warnings.append(checks.Warning(
                 "No tasks framework: the group chat forwards run in the webhook's process, right "

@@ -10,6 +10,12 @@ Order of work for one delivery (the view's, a replay's):
    failed copies of the same delivery with it): the mark commits with the event;
 3. on failure, one UPDATE: failed with the error and traceback, and the view answers
    500 so Twilio retries.
+
+This module is where each outcome of a delivery is logged and recorded (``receive``
+for the view, ``replay`` for the command and the admin): rejected (malformed, or
+contradicting what is stored), refused (another account's conversation), failed,
+processed. The exceptions say which is which (``exceptions``: each one's HTTP status
+and delivery status).
 """
 
 from __future__ import annotations
@@ -31,9 +37,11 @@ from django.utils import timezone
 
 from . import signals
 from .accounts import as_signed
-from .events import Event, InvalidPayload, RefusedEvent, canonical_sid, parse_event
+from .choices import DeliveryStatus
+from .events import Event, canonical_sid, parse_event
+from .exceptions import InvalidPayload, RefusedEvent
 from .handlers import handle_event
-from .models import DeliveryStatus, WebhookDelivery, incomplete
+from .models import WebhookDelivery, incomplete
 from .signature import SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER
 
 logger = logging.getLogger(__name__)
@@ -61,6 +69,54 @@ def _sid(post: QueryDict, name: str) -> str:
     # by SID (record_conversation_accounts, the admin), and Twilio may send either case.
     value = _clean(post.get(name, ""), 34)
     return canonical_sid(value) if value[:2].isalpha() and value[:2].isupper() else value
+
+
+TEMPORARY_FAILURE = "Temporary failure; please retry."
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What came of one delivery: its ``status`` in the log (a ``DeliveryStatus``) and
+    the answer Twilio gets (``http_status``, ``message``)."""
+
+    status: str
+    http_status: int
+    message: str = ""
+
+
+def receive(request: HttpRequest) -> Outcome:
+    """Parse, record and process one signed delivery; log and record its outcome.
+
+    A malformed one is recorded as rejected (400, the reason as the answer); one that
+    contradicts what is stored or is another account's is recorded as rejected or
+    refused by ``process_delivery`` (400 or 403); a failure to record or to process
+    is logged with its traceback and answered 500, which Twilio retries; nothing of
+    the event is written in any of these cases.
+    """
+    try:
+        event = parse_event(request.POST)
+    except InvalidPayload as exc:
+        logger.warning("Rejected Twilio %s: %s", request.POST.get("EventType", "?"), exc)
+        try:
+            record_delivery(request, status=exc.delivery_status, error=str(exc))
+        except DatabaseError:
+            logger.exception("Could not record a rejected delivery")
+        return Outcome(exc.delivery_status, exc.http_status, str(exc))
+    try:
+        delivery = record_delivery(request)
+    except DatabaseError:
+        logger.exception("Could not record a Twilio %s delivery", event.event_type)
+        return Outcome(DeliveryStatus.FAILED, 500, TEMPORARY_FAILURE)
+    try:
+        process_delivery(delivery, event)
+    except RefusedEvent as exc:
+        return Outcome(exc.delivery_status, exc.http_status, str(exc))  # logged by mark_refused
+    except Exception:
+        # Nothing of the event was written (its transaction rolled back); the delivery
+        # row keeps the error for a replay, and a 5xx makes Twilio retry.
+        logger.exception("Processing Twilio %s (delivery %s) failed", event.event_type, delivery.pk)
+        return Outcome(DeliveryStatus.FAILED, 500, TEMPORARY_FAILURE)
+    return Outcome(DeliveryStatus.PROCESSED, 200)
 
 
 def record_delivery(request: HttpRequest, *, status: str = DeliveryStatus.RECEIVED,
@@ -131,7 +187,7 @@ def process_delivery(delivery: WebhookDelivery, event: Event, *, origin: str = "
     """
     event = as_signed(event, shared_key=signed_with_shared_key(delivery))
     try:
-        handle_event(event, then=partial(_mark_processed, delivery), origin=origin)
+        handle_event(event, mark_processed=partial(_mark_processed, delivery), origin=origin)
     except RefusedEvent as exc:
         mark_refused(delivery, exc)
         raise
@@ -160,7 +216,8 @@ def _mark_processed(delivery: WebhookDelivery) -> None:
 
 def mark_refused(delivery: WebhookDelivery, exc: RefusedEvent) -> None:
     """Record why a well-formed event was not applied (status rejected or refused)."""
-    logger.warning("Refused Twilio %s (delivery %s): %s", delivery.event_type, delivery.pk, exc.detail)
+    logger.warning("%s Twilio %s (delivery %s): %s", exc.delivery_status.capitalize(), delivery.event_type,
+                   delivery.pk, exc.detail)
     WebhookDelivery.objects.filter(pk=delivery.pk).exclude(status=DeliveryStatus.PROCESSED).update(
         status=exc.delivery_status, error=exc.detail[:2000], traceback="")
 
@@ -214,8 +271,9 @@ def replay(deliveries: Iterable[WebhookDelivery], *, dry_run: bool = False) -> R
         except InvalidPayload as exc:
             report.rejected.append((delivery.pk, str(exc)))
             if not dry_run:
-                WebhookDelivery.objects.filter(pk=delivery.pk).update(
-                    status=DeliveryStatus.REJECTED, error=str(exc))
+                logger.warning("Rejected stored delivery %s on replay: %s", delivery.pk, exc)
+                WebhookDelivery.objects.filter(pk=delivery.pk).update(status=exc.delivery_status,
+                                                                      error=str(exc))
             continue
         if dry_run:
             report.processed.append(delivery.pk)
@@ -227,6 +285,8 @@ def replay(deliveries: Iterable[WebhookDelivery], *, dry_run: bool = False) -> R
         except RefusedEvent as exc:
             report.rejected.append((delivery.pk, exc.detail))
         except Exception as exc:
+            # Recorded on the row by process_delivery; the report says it, a replay of
+            # thousands must not log a traceback for each.
             report.failed.append((delivery.pk, f"{type(exc).__name__}: {exc}"))
         else:
             report.processed.append(delivery.pk)

@@ -20,6 +20,11 @@ from django.utils.dateparse import parse_datetime
 
 from .conf import convlink_settings
 
+# Re-exported: README.rst and sites import the exceptions from here too.
+from .exceptions import ForeignAccount as ForeignAccount
+from .exceptions import InvalidPayload as InvalidPayload
+from .exceptions import RefusedEvent as RefusedEvent
+
 logger = logging.getLogger(__name__)
 
 CONVERSATION_SID = re.compile(r"^CH[0-9a-fA-F]{32}$")
@@ -27,37 +32,6 @@ MESSAGE_SID = re.compile(r"^IM[0-9a-fA-F]{32}$")
 PARTICIPANT_SID = re.compile(r"^MB[0-9a-fA-F]{32}$")
 SERVICE_SID = re.compile(r"^(IS|MG)[0-9a-fA-F]{32}$")
 ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
-
-
-class InvalidPayload(ValueError):
-    """The delivery is signed but its fields are not what Twilio sends (400)."""
-
-
-class RefusedEvent(ValueError):
-    """A signed, well-formed event that contradicts what is stored, so that applying it
-    would change data it has no claim to (a message SID filed under another
-    conversation). Nothing of it is written; the delivery is logged with the reason
-    and the answer is 400, which Twilio does not retry: the same input would be
-    refused again, forever.
-
-    ``str()`` is the answer, which names only what the delivery itself named;
-    ``detail`` (the log, the delivery row) may name what is stored, such as another
-    account's conversation."""
-
-    http_status = 400
-    delivery_status = "rejected"  # DeliveryStatus.REJECTED (models imports settings)
-
-    def __init__(self, message: str, *, detail: str = "") -> None:
-        super().__init__(message)
-        self.detail = detail or message
-
-
-class ForeignAccount(RefusedEvent):
-    """The event is signed for another Twilio account than the stored conversation's
-    (a sub-account's token writing into the main account's conversations): 403."""
-
-    http_status = 403
-    delivery_status = "refused"  # DeliveryStatus.REFUSED
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,15 @@
-"""One function per event type, run in one transaction: what a webhook does to the
-database. Plain functions over models, callable without HTTP (replays, tests).
+"""What a webhook event does to the database: one transaction per event, and the one
+place where the account rule is applied. Plain functions over models, callable
+without HTTP (replays, tests).
 
-Statements are what a webhook costs (bench/README.rst has the figures): a message
-event reads its conversation first, outside any transaction, so that a redelivery
-costs one SELECT and a later message a transaction of one INSERT.
+A message event reads its conversation first, outside any transaction, so that a
+redelivery costs one SELECT and a later message a transaction of one INSERT
+(bench/README.rst has what each scenario costs).
+
+Which account may write what (``accounts.check_account``) is checked here and only
+here, on every row an event would change, before anything of it is written: the
+conversation it finds, the one the upsert returns (a concurrent delivery may have
+created it), and the conversation an event the app does not store names.
 """
 
 from __future__ import annotations
@@ -19,10 +25,11 @@ from .db import run_with_retries
 from .events import ConversationEvent, Event, MessageEvent, OtherEvent
 from .linking import link_on_first_phone
 from .persistence import (
+    complete_conversation,
     conversation_fields,
     find_conversation,
+    lock_conversation,
     refuse_if_stored_elsewhere,
-    save_conversation_to_db,
     save_message_to_db,
 )
 from .phones import customer_phone_from_addresses, customer_phone_from_author
@@ -34,10 +41,43 @@ def _nothing() -> None:
     pass
 
 
-def handle_message_event(event: MessageEvent, then: Callable[[], None] = _nothing,
-                         origin: str = "webhook") -> None:
-    """Store the message of ``event``; ``then`` runs in the same transaction when there
-    is one, or alone when there is nothing to write (a redelivery)."""
+def handle_event(event: Event, *, mark_processed: Callable[[], None] = _nothing,
+                 origin: str = "webhook") -> None:
+    """Apply ``event`` atomically: on any error nothing of it is written.
+
+    ``mark_processed`` (the delivery log's mark, ``deliveries``) is the last statement
+    of the event's transaction, so it commits with the event's rows or not at all;
+    it runs alone when there is nothing to write (a redelivery, an event the app
+    does not store). ``origin`` ("webhook", "replay") goes to the message signals.
+
+    A deadlock victim is run again, and so is a message INSERT refused as a
+    duplicate: a concurrent delivery of the same message committed first, and the
+    next attempt finds its row (``db.run_with_retries``).
+    """
+    if isinstance(event, OtherEvent):
+        _refuse_if_foreign(event)
+        logger.debug("Acknowledged %s without storing it", event.event_type)
+        mark_processed()
+        return
+
+    def work() -> None:
+        if isinstance(event, MessageEvent):
+            _apply_message_event(event, mark_processed, origin)
+        else:
+            _apply_conversation_event(event, mark_processed)
+
+    def refuse_if_elsewhere(error: IntegrityError) -> None:
+        # The unique message SID refused the INSERT. A concurrent copy of the same
+        # event committed first (the next attempt finds it), or the SID is stored
+        # under another conversation than the event names, which no attempt can ever
+        # change: refuse it (400), don't loop on 500s.
+        if isinstance(event, MessageEvent):
+            refuse_if_stored_elsewhere(event)
+
+    run_with_retries(work, what=event.event_type, duplicates=True, on_duplicate=refuse_if_elsewhere)
+
+
+def _apply_message_event(event: MessageEvent, mark_processed: Callable[[], None], origin: str) -> None:
     conversation, stored_in = find_conversation(event.conversation_sid, event.message_sid)
     if conversation is not None:
         check_account(conversation, event.account_sid)
@@ -47,12 +87,13 @@ def handle_message_event(event: MessageEvent, then: Callable[[], None] = _nothin
     if stored and event.event_type == "onMessageAdded":
         # A redelivery (or a duplicate that lost the race): the stored row is the
         # message, nothing to write.
-        then()
+        mark_processed()
         return
     with transaction.atomic():
         if conversation is None:
-            conversation, _ = save_conversation_to_db(event.conversation_sid, absent=True,
-                                                      account_sid=event.account_sid)
+            conversation, _ = lock_conversation(event.conversation_sid, absent=True,
+                                                account_sid=event.account_sid)
+            check_account(conversation, event.account_sid)
         _, created = save_message_to_db(conversation, event, stored=stored, origin=origin)
         if created:
             # Only a customer's message can teach the app the customer's phone; a
@@ -62,30 +103,25 @@ def handle_message_event(event: MessageEvent, then: Callable[[], None] = _nothin
                 phone = customer_phone_from_author(event.author)
                 if phone is not None:
                     link_on_first_phone(conversation, phone)
-        then()
+        mark_processed()
 
 
-def handle_conversation_event(event: ConversationEvent, then: Callable[[], None] = _nothing,
-                              origin: str = "webhook") -> None:
+def _apply_conversation_event(event: ConversationEvent, mark_processed: Callable[[], None]) -> None:
+    fields = conversation_fields(event)
     with transaction.atomic():
-        _store_conversation_event(event)
-        then()
+        conversation, created = lock_conversation(event.conversation_sid, account_sid=event.account_sid,
+                                                  **fields)
+        check_account(conversation, event.account_sid)
+        if not created:
+            complete_conversation(conversation, fields, overwrite=event.event_type != "onConversationAdded")
+        if conversation.booking_lookup_at is None:
+            phone = customer_phone_from_addresses(event.binding_address)
+            if phone is not None:
+                link_on_first_phone(conversation, phone)
+        mark_processed()
 
 
-def _store_conversation_event(event: ConversationEvent) -> None:
-    conversation, _ = save_conversation_to_db(
-        event.conversation_sid,
-        overwrite=event.event_type != "onConversationAdded",
-        account_sid=event.account_sid,
-        **conversation_fields(event),
-    )
-    if conversation.booking_lookup_at is None:
-        phone = customer_phone_from_addresses(event.binding_address)
-        if phone is not None:
-            link_on_first_phone(conversation, phone)
-
-
-def refuse_if_foreign(event: OtherEvent) -> None:
+def _refuse_if_foreign(event: OtherEvent) -> None:
     """Raise ForeignAccount when an event the app does not store names a conversation
     its signer does not own. Acknowledging it would still send ``event_received`` to
     the site's receivers, and put a processed delivery in the log that
@@ -97,35 +133,3 @@ def refuse_if_foreign(event: OtherEvent) -> None:
         conversation_sid=event.conversation_sid).only("conversation_sid", "account_sid").first()
     if conversation is not None:
         check_account(conversation, event.account_sid)
-
-
-def handle_event(event: Event, then: Callable[[], None] = _nothing, origin: str = "webhook") -> None:
-    """Apply ``event`` atomically: on any error nothing of it is written. ``then`` (the
-    delivery log's "processed") runs inside the same transaction, so it commits with
-    the event's rows or not at all.
-
-    A deadlock victim is run again, and so is a message INSERT refused as a
-    duplicate: a concurrent delivery of the same message committed first, and the
-    next attempt finds its row (``db.run_with_retries``).
-    """
-    if isinstance(event, OtherEvent):
-        refuse_if_foreign(event)
-        logger.debug("Acknowledged %s without storing it", event.event_type)
-        then()
-        return
-
-    def work() -> None:
-        if isinstance(event, MessageEvent):
-            handle_message_event(event, then, origin)
-        else:
-            handle_conversation_event(event, then, origin)
-
-    def refuse_if_elsewhere(error: IntegrityError) -> None:
-        # The unique message SID refused the INSERT. A concurrent copy of the same
-        # event committed first (the next attempt finds it), or the SID is stored
-        # under another conversation than the event names, which no attempt can ever
-        # change: refuse it (400), don't loop on 500s.
-        if isinstance(event, MessageEvent):
-            refuse_if_stored_elsewhere(event)
-
-    run_with_retries(work, what=event.event_type, duplicates=True, on_duplicate=refuse_if_elsewhere)

@@ -20,28 +20,8 @@ from django.db.models.base import ModelBase
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from .choices import DeliveryStatus, Direction, ForwardState, LinkMethod
 from .conf import convlink_settings
-
-
-class Direction(models.TextChoices):
-    INBOUND = "inbound", _("Inbound")
-    OUTBOUND = "outbound", _("Outbound")
-
-
-class LinkMethod(models.TextChoices):
-    AUTOMATIC = "automatic", _("Automatic (customer's first message)")
-    RETROACTIVE = "retroactive", _("Retroactive (booking saved later)")
-    MANUAL = "manual", _("Manual")
-
-
-class ForwardState(models.TextChoices):
-    """Where an inbound customer message stands on its way into the group chat."""
-
-    PENDING = "pending", _("Pending")
-    SENDING = "sending", _("Sending")
-    SENT = "sent", _("Sent")
-    FAILED = "failed", _("Failed, will be retried")
-    PERMANENT = "permanent", _("Failed permanently")
 
 
 class ChangedFieldsModel(models.Model):
@@ -176,15 +156,23 @@ class AbstractTwilioConversation(ChangedFieldsModel):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
-        # The customer, not the SID: the name the app gives before Twilio names the
-        # conversation ("Conversation CH…") only repeats the SID.
-        from .persistence import PLACEHOLDER_NAME
-
-        placeholder = PLACEHOLDER_NAME.format(sid=self.conversation_sid)
-        name = "" if self.friendly_name == placeholder else self.friendly_name
+        # The customer, not the SID: the placeholder name only repeats the SID.
+        name = "" if self.has_placeholder_name() else self.friendly_name
         if name and self.customer_phone and self.customer_phone not in name:
             return f"{name} ({self.customer_phone})"
         return name or self.customer_phone or self.conversation_sid
+
+    # The friendly name a conversation gets when the app stores it before Twilio has
+    # named it (a message that overtook its onConversationAdded); any later event's
+    # name replaces it.
+    PLACEHOLDER_NAME = "Conversation {sid}"
+
+    @classmethod
+    def placeholder_name(cls, conversation_sid: str) -> str:
+        return cls.PLACEHOLDER_NAME.format(sid=conversation_sid)
+
+    def has_placeholder_name(self) -> bool:
+        return self.friendly_name == self.placeholder_name(self.conversation_sid)
 
     @property
     def is_linked(self) -> bool:
@@ -265,14 +253,6 @@ class BookingPhone(models.Model):
 
     def __str__(self) -> str:
         return f"{self.booking_key}: {self.phone}"
-
-
-class DeliveryStatus(models.TextChoices):
-    RECEIVED = "received", _("Received, waiting to be processed")
-    PROCESSED = "processed", _("Processed")
-    FAILED = "failed", _("Failed")
-    REJECTED = "rejected", _("Rejected (malformed)")
-    REFUSED = "refused", _("Refused (another account's conversation)")
 
 
 class WebhookDeliveryQuerySet(models.QuerySet):

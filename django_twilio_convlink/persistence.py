@@ -26,21 +26,39 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from . import get_conversation_model, get_message_model, signals
-from .accounts import check_account
-from .events import ConversationEvent, MessageEvent, RefusedEvent
-from .models import AbstractTwilioConversation, AbstractTwilioMessage, Direction
+from .choices import Direction
+from .events import ConversationEvent, MessageEvent
+from .exceptions import RefusedEvent
+from .models import AbstractTwilioConversation, AbstractTwilioMessage
 from .phones import is_system_author
-
-PLACEHOLDER_NAME = "Conversation {sid}"
 
 # What runs inside the transaction of a new message row, before its INSERT: each step
 # gets the unsaved row, its conversation and the origin, may set fields of the row,
 # and may return a callable to run right after the INSERT, in the same transaction.
 # For work that must commit with the row or not at all, which a signal (sent after
 # the commit) cannot give: a process killed between the commit and the signal would
-# lose it. The group chat registers its "pending forward" mark here (AppConfig.ready).
+# lose it. Steps are added with register_insert_step (the group chat's "pending
+# forward" mark, from AppConfig.ready).
 InsertStep = Callable[[AbstractTwilioMessage, AbstractTwilioConversation, str], Callable[[], None] | None]
-insert_steps: list[InsertStep] = []
+_insert_steps: list[InsertStep] = []
+
+
+def register_insert_step(step: InsertStep) -> None:
+    """Run ``step`` for every new message row, inside its transaction, before its
+    INSERT (see ``InsertStep``): the registration point of the write path's
+    consumers, called from their ``AppConfig.ready()``. Registering the same step
+    again changes nothing: ``ready()`` may run more than once (tests, some runners).
+    A step must cost no statement when the message is not its concern: it runs on
+    the hottest path there is.
+    """
+    if step not in _insert_steps:
+        _insert_steps.append(step)
+
+
+def unregister_insert_step(step: InsertStep) -> None:
+    """Undo ``register_insert_step`` (a site's tests); unknown steps are ignored."""
+    if step in _insert_steps:
+        _insert_steps.remove(step)
 
 
 def find_conversation(conversation_sid: str, message_sid: str
@@ -59,7 +77,7 @@ def find_conversation(conversation_sid: str, message_sid: str
     sid_column = Message._meta.get_field("message_sid").column
     assert sid_column is not None  # only fields without a column of their own have None
     # RawSQL, not Subquery(): the same SQL, but the ORM compiles a subquery expression
-    # on every call, a third of this function's CPU on the hottest path there is.
+    # on every call, on the hottest path there is (bench/README.rst: in-process time).
     stored_in = RawSQL(
         f"(SELECT {quote(Message._meta.get_field('conversation').column)}"
         f" FROM {quote(Message._meta.db_table)}"
@@ -95,49 +113,65 @@ def save_conversation_to_db(
     """Fetch or create the conversation ``conversation_sid``, locked for this transaction.
 
     ``fields`` complete the row: on creation they are its values (the friendly name
-    defaults to "Conversation {sid}"). On an existing row they fill what is still blank
-    or a placeholder, so a late onConversationAdded never undoes what a newer event
-    set; with ``overwrite`` (onConversationUpdated, onConversationStateUpdated: events
-    that report a change) every non-empty field replaces the stored one, unless the
-    change is older (``date_updated``) than the newest one stored: Twilio retries
-    and reorders, and a retried 09:00 "inactive" must not undo a 10:00 "closed".
-    ``account_sid``, when given, is the new row's account and must be allowed to
-    write an existing one (``accounts.check_account``, else ForeignAccount). ``absent``:
-    the caller has just seen no such row (``find_conversation``), so the first SELECT
-    is skipped and the upsert runs at once. Returns (conversation, created).
+    defaults to the model's ``placeholder_name``); on an existing row see
+    ``complete_conversation``. ``account_sid`` is a new row's account. ``absent``: the
+    caller has just seen no such row (``find_conversation``), so the first SELECT is
+    skipped and the upsert runs at once. Returns (conversation, created).
+
+    Which account may write the row is not checked here: the webhook does that
+    (``handlers``), between ``lock_conversation`` and ``complete_conversation``.
     """
+    with transaction.atomic(savepoint=False):
+        conversation, created = lock_conversation(conversation_sid, absent=absent,
+                                                  account_sid=account_sid, **fields)
+        if not created:
+            complete_conversation(conversation, fields, overwrite=overwrite)
+    return conversation, created
+
+
+def lock_conversation(conversation_sid: str, *, absent: bool = False, account_sid: str | None = None,
+                      **fields: Any) -> tuple[AbstractTwilioConversation, bool]:
+    """The conversation row ``conversation_sid``, locked (SELECT ... FOR UPDATE), and
+    whether this call created it, with ``fields`` (and ``account_sid``) as its values.
+    A row that existed, or that a concurrent delivery created first, is returned as
+    stored: ``complete_conversation`` applies the fields to it. Call inside a
+    transaction."""
     Conversation = get_conversation_model()
     manager = Conversation._default_manager
-    with transaction.atomic(savepoint=False):
-        locked = manager.select_for_update()
-        conversation = None if absent else locked.filter(conversation_sid=conversation_sid).first()
-        created = conversation is None
-        if conversation is None:
-            values = {k: v for k, v in fields.items() if v not in (None, "")}
-            if account_sid:
-                values["account_sid"] = account_sid
-            values.setdefault("friendly_name", PLACEHOLDER_NAME.format(sid=conversation_sid))
-            # An upsert instead of an IntegrityError: a concurrent delivery may insert
-            # the same SID between our SELECT and INSERT; both then read the one row.
-            # DO UPDATE (not DO NOTHING / INSERT IGNORE) takes the row's exclusive lock
-            # at once: InnoDB's INSERT IGNORE takes a shared one, and two of those
-            # waiting to upgrade for the SELECT ... FOR UPDATE below deadlock.
-            target = connections[manager.db].features.supports_update_conflicts_with_target
-            mine = Conversation(conversation_sid=conversation_sid, **values)
-            manager.bulk_create([mine], update_conflicts=True, update_fields=["conversation_sid"],
-                                unique_fields=["conversation_sid"] if target else None)
-            conversation = locked.get(conversation_sid=conversation_sid)
-            # The upsert answers alike whether it inserted or met a row a concurrent
-            # delivery committed in between: only the creation stamp tells them apart.
-            created = conversation.created_at == mine.created_at
-        if account_sid is not None:
-            # After the upsert too: a concurrent delivery may have created the row.
-            check_account(conversation, account_sid)
-        if not created:
-            # Also when the upsert lost a race: the row another delivery created holds
-            # its fields, not ours (a name, a service SID, a state), and ours complete it.
-            _complete(conversation, fields, overwrite and not _older(fields, conversation))
-    return conversation, created
+    locked = manager.select_for_update()
+    conversation = None if absent else locked.filter(conversation_sid=conversation_sid).first()
+    if conversation is not None:
+        return conversation, False
+    values = {k: v for k, v in fields.items() if v not in (None, "")}
+    if account_sid:
+        values["account_sid"] = account_sid
+    values.setdefault("friendly_name", Conversation.placeholder_name(conversation_sid))
+    # An upsert instead of an IntegrityError: a concurrent delivery may insert the
+    # same SID between our SELECT and INSERT; both then read the one row. DO UPDATE
+    # (not DO NOTHING / INSERT IGNORE) takes the row's exclusive lock at once:
+    # InnoDB's INSERT IGNORE takes a shared one, and two of those waiting to upgrade
+    # for the SELECT ... FOR UPDATE below deadlock.
+    target = connections[manager.db].features.supports_update_conflicts_with_target
+    mine = Conversation(conversation_sid=conversation_sid, **values)
+    manager.bulk_create([mine], update_conflicts=True, update_fields=["conversation_sid"],
+                        unique_fields=["conversation_sid"] if target else None)
+    conversation = locked.get(conversation_sid=conversation_sid)
+    # The upsert answers alike whether it inserted or met a row a concurrent delivery
+    # committed in between: only the creation stamp tells them apart. The loser's
+    # fields (a name, a service SID, a state) then complete the winner's row.
+    return conversation, conversation.created_at == mine.created_at
+
+
+def complete_conversation(conversation: AbstractTwilioConversation, fields: dict[str, Any], *,
+                          overwrite: bool = False) -> None:
+    """Apply an event's ``fields`` to a stored conversation: they fill what is still
+    blank or the placeholder name, so a late onConversationAdded never undoes what a
+    newer event set. With ``overwrite`` (onConversationUpdated,
+    onConversationStateUpdated: events that report a change) every non-empty field
+    replaces the stored one, unless the change is older (``date_updated``) than the
+    newest one stored: Twilio retries and reorders, and a retried 09:00 "inactive"
+    must not undo a 10:00 "closed"."""
+    _complete(conversation, fields, overwrite and not _older(fields, conversation))
 
 
 def _older(fields: dict[str, Any], conversation: AbstractTwilioConversation) -> bool:
@@ -146,13 +180,13 @@ def _older(fields: dict[str, Any], conversation: AbstractTwilioConversation) -> 
 
 
 def _complete(conversation: AbstractTwilioConversation, fields: dict[str, Any], overwrite: bool) -> None:
-    placeholder = PLACEHOLDER_NAME.format(sid=conversation.conversation_sid)
     changed = []
     for name, value in fields.items():
         if value in (None, "", {}, []):
             continue
         current = getattr(conversation, name)
-        blank = current in (None, "", {}, []) or (name == "friendly_name" and current == placeholder)
+        blank = current in (None, "", {}, []) or (
+            name == "friendly_name" and conversation.has_placeholder_name())
         if (blank or overwrite) and current != value:
             setattr(conversation, name, value)
             changed.append(name)
@@ -174,7 +208,8 @@ def save_message_to_db(
     onMessageAdded for a stored SID is a redelivery and changes nothing. Updated and
     Removed events change body, attributes, media and dates, and create the row when
     they overtake its onMessageAdded: nothing the customer sent is dropped. A new
-    row goes through ``insert_steps`` (the group chat's) before its INSERT.
+    row goes through the registered insert steps (``register_insert_step``) before
+    its INSERT.
 
     ``stored`` is what the caller read just before (``find_conversation``): False
     inserts at once (a concurrent duplicate then raises IntegrityError, and the caller
@@ -210,7 +245,7 @@ def save_message_to_db(
             attributes=event.attributes,
             media=event.media,
         )
-        after_insert = [then for step in insert_steps if (then := step(message, conversation, origin))]
+        after_insert = [then for step in _insert_steps if (then := step(message, conversation, origin))]
         message.save(force_insert=True, using=manager.db)
         # Announced before the steps' own after-commit work (the group chat's forward,
         # which the immediate task backend runs in the commit's callbacks): receivers

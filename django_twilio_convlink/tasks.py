@@ -1,4 +1,5 @@
-"""The group chat work as tasks of Django's Tasks API, off the webhook's 5 seconds.
+"""The app's one place that binds task functions to the site's task backend, off the
+webhook's 5 seconds, for any consumer of the write path.
 
 ``django.tasks`` on Django 6.x; the ``django-tasks`` backport on Django 5.2 when the
 site installs it (``pip install "django-twilio-convlink[tasks]"``). The task backend
@@ -6,22 +7,28 @@ alias and queue come from TASK_BACKEND and TASK_QUEUE, so a site that runs datab
 RQ or Celery workers keeps this work there. Tasks take primary keys, never model
 instances.
 
-The task is bound to its backend in one place, ``bound_task()``, when first used and
-never at import: a Task validates against its backend when it is made, and a module
-that did so at import would have to fall back to something when TASKS lacks the alias
-(or fail to import, and take ``manage.py check`` with it). Workers import the task as
-``forward_customer_message_task``; that name resolves to ``bound_task()`` too.
+A consumer registers its function under a name from its ``connect()`` (called by
+``AppConfig.ready``): ``register(name, function, recovery=...)``. This module imports
+no consumer. The task is then ``django_twilio_convlink.tasks.<name>``: the path queued
+task rows store and workers import (``forward_customer_message_task``, the group
+chat's forward, is one). A task is bound to its backend when first used, never at
+import (``bound_task``): a Task validates against its backend when it is made, and a
+module that did so at import would have to fall back to something when TASKS lacks
+the alias (or fail to import, and take ``manage.py check`` with it).
 
-Without either framework (a plain install on Django 5.2) the forward runs in the
-webhook's process right after its commit: what the ImmediateBackend, the default of
-both frameworks, would do. The default install must pass ``manage.py check``, so that
-is a warning (W007) suggesting a worker; a site whose settings expect a task backend
-that is not there gets error E010 instead.
+Without either framework (a plain install on Django 5.2) ``enqueue`` runs the
+function in the webhook's process right after its commit: what the ImmediateBackend,
+the default of both frameworks, would do. The default install must pass ``manage.py
+check``, so that is a warning (W007) suggesting a worker; a site whose settings
+expect a task backend that is not there gets error E010 instead.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache, partial
 from typing import Any
 
@@ -32,9 +39,7 @@ from django.db import transaction
 from django.dispatch import receiver
 from django.utils import timezone
 
-from .api import ApiError
 from .conf import DEFAULTS, SETTINGS_NAME, convlink_settings
-from .group_chat import forward_customer_message
 
 try:  # Django 6.0+
     from django.tasks import task, task_backends
@@ -46,43 +51,77 @@ except ImportError:  # Django 5.2 with the backport
 
 logger = logging.getLogger(__name__)
 TASKS_AVAILABLE = task is not None
-_TASK_NAME = "forward_customer_message_task"
 
 
-def _forward_customer_message(message_pk: int) -> str:
-    """Ensure the group chat and forward one message: the task's function."""
+@dataclass(frozen=True)
+class Registered:
+    """A registered task: the function a worker runs (named as the task's path),
+    what takes over when enqueuing fails, and the exceptions the function records
+    and logs itself (not logged again when it runs in this process)."""
+
+    function: Callable[..., Any]
+    recovery: str
+    recorded: tuple[type[BaseException], ...]
+
+
+_registry: dict[str, Registered] = {}
+
+
+def register(name: str, function: Callable[..., Any], *, recovery: str,
+             recorded: tuple[type[BaseException], ...] = ()) -> None:
+    """Make ``function`` the task ``django_twilio_convlink.tasks.<name>``.
+
+    ``recovery`` says, in the log line of a failed enqueue, what picks the work up
+    instead (the site's cron command, say): the caller's data must record the work
+    as due before it enqueues. Registering the same function again changes nothing;
+    another function under a taken name is an error.
+    """
+    known = _registry.get(name)
+    if known is not None:
+        if known.function.__wrapped__ is not function:  # type: ignore[attr-defined]
+            raise ImproperlyConfigured(f"Task name {name!r} is already registered for another function.")
+        return
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        return function(*args, **kwargs)
+
+    # A worker finds a task by Task.module_path, the function's __module__ and
+    # __qualname__, and requires a module-level Task at that path: the function a
+    # backend sees carries the public name, which __getattr__ below resolves.
+    run.__module__, run.__name__, run.__qualname__ = __name__, name, name
+    run.__doc__ = function.__doc__
+    run.__wrapped__ = function  # type: ignore[attr-defined]  # the signature the backend reads
+    _registry[name] = Registered(run, recovery, recorded)
+
+
+def _registered(name: str) -> Registered:
     try:
-        return forward_customer_message(message_pk)
-    except ApiError as error:
-        if error.transient:
-            _schedule_retry(message_pk)
-        raise
+        return _registry[name]
+    except KeyError:
+        raise ImproperlyConfigured(
+            f"No task {name!r} is registered: is django_twilio_convlink in INSTALLED_APPS, and has "
+            f"django.setup() run in this process? Known: {sorted(_registry) or 'none'}.") from None
 
 
-# A worker finds a task by Task.module_path, the function's __module__ and __qualname__,
-# and requires a Task at that path. The function therefore carries the public name,
-# whose module attribute is the bound Task (__getattr__ below), and lives under another.
-_forward_customer_message.__name__ = _forward_customer_message.__qualname__ = _TASK_NAME
-
-
-def bound_task() -> Any:
-    """The forward as a Task on TASK_BACKEND and TASK_QUEUE as the settings are now.
+def bound_task(name: str) -> Any:
+    """Task ``name`` on TASK_BACKEND and TASK_QUEUE as the settings are now.
 
     Raises what the tasks framework raises for them, with its message: an alias not in
     TASKS, a backend that cannot be imported, a queue it does not serve. Raises
-    ImproperlyConfigured without a tasks framework (system check E010/W007).
+    ImproperlyConfigured without a tasks framework (system check E010/W007) or for a
+    name no consumer registered.
     """
     if not TASKS_AVAILABLE:
         raise ImproperlyConfigured('No tasks framework: on Django 5.2 pip install '
                                    '"django-twilio-convlink[tasks]" (system check twilio_convlink.E010).')
-    return _bind(convlink_settings.TASK_BACKEND, convlink_settings.TASK_QUEUE)
+    return _bind(_registered(name).function, convlink_settings.TASK_BACKEND, convlink_settings.TASK_QUEUE)
 
 
 @cache
-def _bind(backend: str, queue_name: str) -> Any:
+def _bind(function: Callable[..., Any], backend: str, queue_name: str) -> Any:
     # Cached on the settings that choose the binding; a failure is not cached, so the
     # next enqueue after a fix binds again.
-    return task(backend=backend, queue_name=queue_name)(_forward_customer_message)
+    return task(backend=backend, queue_name=queue_name)(function)
 
 
 @receiver(setting_changed)
@@ -95,11 +134,11 @@ def _unbind_on_tasks_change(*, setting: str, **kwargs: Any) -> None:
 def __getattr__(name: str) -> Any:
     # PEP 562: resolved on each lookup, so the import path a worker uses gives the task
     # bound with that process's settings, and importing this module binds nothing.
-    if name == _TASK_NAME:
+    if name in _registry:
         if not TASKS_AVAILABLE:
-            return _forward_customer_message
+            return _registry[name].function
         try:
-            return bound_task()
+            return bound_task(name)
         except Exception as exc:
             # An attribute lookup must fail with AttributeError (hasattr, and
             # import_string, which makes it the ImportError a worker handles), still
@@ -121,71 +160,68 @@ def task_settings_in_use() -> list[str]:
     return names
 
 
-def enqueue_forward(message_pk: int) -> None:
-    """Enqueue the forward of ``message_pk`` when the current transaction commits.
+def enqueue(name: str, *args: Any) -> None:
+    """Enqueue task ``name`` with ``args`` when the current transaction commits.
 
     If enqueuing fails (a broker down, a TASK_BACKEND not in TASKS), the failure is
-    logged with the task backend's own error, the message stays ``pending`` and
-    ``manage.py retry_group_chats`` picks it up: the customer's message is saved
-    either way. Without a tasks framework the forward runs in this process once the
-    transaction has committed (``_forward_now``).
+    logged with the task backend's own error and the task's ``recovery``: the caller
+    has recorded the work as due in its own rows, so nothing is lost. Without a tasks
+    framework the function runs in this process once the transaction has committed
+    (``_run_here``).
 
     With ENQUEUE_IN_TRANSACTION (a task backend whose tasks are rows of this
     database) the task is written inside the current transaction instead: it commits
-    with the message or not at all, and the webhook saves a commit. A failure to
-    enqueue then fails the event, which Twilio redelivers.
+    with the caller's rows or not at all, and the webhook saves a commit. A failure to
+    enqueue then fails the caller's transaction (the webhook's event, which Twilio
+    redelivers).
     """
+    registered = _registered(name)
     if convlink_settings.ENQUEUE_IN_TRANSACTION and TASKS_AVAILABLE:
-        bound_task().enqueue(message_pk)
+        bound_task(name).enqueue(*args)
         return
-    transaction.on_commit(partial(_enqueue_now, message_pk))
+    transaction.on_commit(partial(_enqueue_now, name, registered, args))
 
 
-def _enqueue_now(message_pk: int) -> None:
+def _enqueue_now(name: str, registered: Registered, args: tuple[Any, ...]) -> None:
     if not TASKS_AVAILABLE:
-        _forward_now(message_pk)
+        _run_here(name, registered, args)
         return
     try:
-        bound_task().enqueue(message_pk)
+        bound_task(name).enqueue(*args)
     except Exception as exc:
-        logger.exception("Enqueuing the group chat forward of message %s on task backend %r failed "
-                         "(%s: %s); retry_group_chats will pick it up", message_pk,
-                         convlink_settings.TASK_BACKEND, type(exc).__name__, exc)
+        logger.exception("Enqueuing task %s%r on task backend %r failed (%s: %s); %s", name, args,
+                         convlink_settings.TASK_BACKEND, type(exc).__name__, exc, registered.recovery)
 
 
-def _forward_now(message_pk: int) -> None:
-    """Forward in this process, after the commit, as the ImmediateBackend would run
-    the task: a failure is recorded on the message and its conversation
-    (``forward_customer_message``) and logged, never raised, so the webhook's answer
-    does not depend on Twilio; retry_group_chats takes it from there."""
+def _run_here(name: str, registered: Registered, args: tuple[Any, ...]) -> None:
+    """Run the task in this process, after the commit, as the ImmediateBackend would:
+    a failure is logged, never raised, so the webhook's answer does not depend on it;
+    ``recovery`` takes it from there."""
     expected = task_settings_in_use()
     if expected:
-        logger.error("No tasks framework, and these settings expect a task backend: %s. Forwarding "
-                     "message %s in this process (system check twilio_convlink.E010).",
-                     ", ".join(expected), message_pk)
+        logger.error("No tasks framework, and these settings expect a task backend: %s. Running task "
+                     "%s%r in this process (system check twilio_convlink.E010).",
+                     ", ".join(expected), name, args)
     try:
-        _forward_customer_message(message_pk)
-    except ApiError:
-        pass  # recorded and logged by forward_customer_message
+        registered.function(*args)
+    except registered.recorded:
+        pass  # recorded and logged by the task's function
     except Exception:
-        logger.exception("The group chat forward of message %s failed in this process; recorded on "
-                         "the message for retry_group_chats", message_pk)
+        logger.exception("Task %s%r failed in this process; %s", name, args, registered.recovery)
 
 
-def _schedule_retry(message_pk: int) -> None:
-    """Re-enqueue at the retry time where the task backend can defer (django-tasks-db
-    can); elsewhere retry_group_chats, run from cron, does it."""
+def enqueue_at(name: str, when: datetime.datetime, *args: Any) -> bool:
+    """Enqueue task ``name`` to run at ``when`` (or now, if that is past) where the
+    task backend can defer (django-tasks-db can). Returns whether it did; where it
+    cannot, the task's ``recovery`` (a cron command) must. Failures are logged."""
     if not TASKS_AVAILABLE:
-        return
-    from . import get_message_model
-
-    retry_at = (get_message_model()._default_manager.filter(pk=message_pk)
-                .values_list("forward_retry_at", flat=True).first())
-    if retry_at is None:
-        return
+        return False
     try:
-        retry = bound_task()
-        if retry.get_backend().supports_defer:
-            retry.using(run_after=max(retry_at, timezone.now())).enqueue(message_pk)
+        bound = bound_task(name)
+        if not bound.get_backend().supports_defer:
+            return False
+        bound.using(run_after=max(when, timezone.now())).enqueue(*args)
+        return True
     except Exception:
-        logger.exception("Scheduling the retry of message %s failed", message_pk)
+        logger.exception("Scheduling task %s%r for %s failed", name, args, when)
+        return False

@@ -1,4 +1,5 @@
-"""The webhook endpoint: reject cheaply, parse fully, then write in one transaction."""
+"""The webhook endpoint, thin: refuse what is not Twilio's cheaply; the delivery log
+(``deliveries.receive``) parses, records, processes and answers the rest."""
 
 from __future__ import annotations
 
@@ -7,14 +8,12 @@ from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth.decorators import login_not_required
-from django.db import DatabaseError, transaction
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from .deliveries import process_delivery, record_delivery
-from .events import InvalidPayload, RefusedEvent, parse_event
-from .models import DeliveryStatus
+from .deliveries import receive
 from .signature import count_forged, refusal
 
 logger = logging.getLogger(__name__)
@@ -58,31 +57,8 @@ class TwilioWebhookView(View):
             logger.warning("Rejected Twilio webhook: %s", refused)
             return _text(refused.message, refused.status)
 
-        try:
-            event = parse_event(request.POST)
-        except InvalidPayload as exc:
-            logger.warning("Refused Twilio webhook %s: %s", request.POST.get("EventType", "?"), exc)
-            try:
-                record_delivery(request, status=DeliveryStatus.REJECTED, error=str(exc))
-            except DatabaseError:
-                logger.exception("Could not record a refused delivery")
-            return _text(str(exc), 400)
-        try:
-            delivery = record_delivery(request)
-        except DatabaseError:
-            logger.exception("Could not record a Twilio %s delivery", event.event_type)
-            return _text("Temporary failure; please retry.", 500)
-        try:
-            process_delivery(delivery, event)
-        except RefusedEvent as exc:
-            # Logged and recorded on the delivery by process_delivery; nothing written.
-            return _text(str(exc), exc.http_status)
-        except Exception:
-            # Nothing of the event was written (its transaction rolled back); the
-            # delivery row keeps the error for a replay, and a 5xx makes Twilio retry.
-            logger.exception("Processing Twilio %s (delivery %s) failed", event.event_type, delivery.pk)
-            return _text("Temporary failure; please retry.", 500)
-        return HttpResponse(status=200)
+        outcome = receive(request)  # parsed, recorded, processed; logged and recorded there
+        return _text(outcome.message, outcome.http_status)
 
 
 def _text(message: str, status: int) -> HttpResponse:

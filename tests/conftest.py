@@ -1,31 +1,12 @@
+"""Fixtures and hooks for the whole suite; what the tests share besides fixtures is in
+tests/helpers.py."""
+
 import pytest
-from django.conf import settings
 from django.db import connection
-from django.test import Client
 
-from django_twilio_convlink import testing
-from django_twilio_convlink.signature import SIGNATURE_HEADER
+from django_twilio_convlink import signals
 from django_twilio_convlink.testing import CaptureStatements
-from tests.factories import PAYLOADS, payload, sid  # noqa: F401  (tests import them from here)
-
-WEBHOOK_PATH = "/twilio/webhook/"
-CUSTOMER = "+14155550142"
-
-
-class TwilioClient(Client):
-    """A test client that signs its POSTs exactly as Twilio does, with the SDK."""
-
-    def __init__(self, *args, token: str | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.token = token or settings.AUTH_TOKEN
-
-    def webhook(self, data: dict[str, str], *, path: str = WEBHOOK_PATH,
-                signed_url: str | None = None, signature: str | None = None,
-                secure: bool = False, headers: dict[str, str] | None = None, **extra):
-        # A given signature (a forged one) goes over the one post_signed computes.
-        forced = {SIGNATURE_HEADER: signature} if signature is not None else {}
-        return testing.post_signed(self, path, data, secret=self.token, url=signed_url, secure=secure,
-                                   headers={**forced, **(headers or {})}, **extra)
+from tests.helpers import MESSAGE_SIGNALS, Recorder, TwilioClient
 
 
 @pytest.fixture
@@ -47,6 +28,20 @@ def api_outbox():
 def captured_sql():
     """The SQL statements the database sees inside the ``with`` block (``.sql``)."""
     return lambda: CaptureStatements(connection)
+
+
+@pytest.fixture
+def received():
+    """The public signals a site's receivers get in this test (a ``Recorder``)."""
+    recorder = Recorder()
+    receivers = []
+    for name in (*MESSAGE_SIGNALS, "event_received", "delivery_failed"):
+        receiver = recorder.receiver(name)
+        getattr(signals, name).connect(receiver, weak=False)
+        receivers.append((name, receiver))
+    yield recorder
+    for name, receiver in receivers:
+        getattr(signals, name).disconnect(receiver)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,28 +1,10 @@
 import datetime
-import json
-import secrets
-from pathlib import Path
 
 import factory
 from django.utils import timezone
 
+from tests.helpers import sid
 from tests.testapp.models import ChatConversation, ChatMessage, Guest, Property, Reservation
-
-# One realistic Twilio form payload per webhook event.
-PAYLOADS = json.loads((Path(__file__).parent / "payloads.json").read_text())
-
-
-def sid(prefix: str) -> str:
-    return prefix + secrets.token_hex(16)
-
-
-def payload(name: str, **overrides: str) -> dict[str, str]:
-    """A realistic Twilio form payload from payloads.json, with fresh SIDs unless given."""
-    data = dict(PAYLOADS[name])
-    if "MessageSid" in data:
-        data["MessageSid"] = sid("IM")
-    data.update(overrides)
-    return data
 
 
 class PropertyFactory(factory.django.DjangoModelFactory):

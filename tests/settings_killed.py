@@ -1,4 +1,4 @@
-"""Settings for the killed-worker test's gunicorn (tests/test_killed_worker.py).
+"""Settings for the killed-worker test's gunicorn (tests/system/test_killed_worker.py).
 
 The test settings without the group chat: the one delivery the test kills mid-way is a
 customer's message, and only its own transaction is under test. Errors of the worker

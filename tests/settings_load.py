@@ -1,4 +1,4 @@
-"""Settings for the load test's gunicorn workers (tests/test_load.py).
+"""Settings for the load test's gunicorn workers (tests/system/test_load.py).
 
 The test settings, with the group chat made through the real SDK backend against the
 fake Twilio server the test runs (FAKE_TWILIO_URL), so that every worker process

@@ -104,8 +104,8 @@ def _max_query_params(alias: str) -> int | None:
     """How many parameters one statement of this database takes (None: no limit)."""
     conn = connections[alias]
     if conn.vendor == "sqlite":
-        # Django 5.2 reports 999, SQLite's limit before 3.32 (now 32,766); Django 6.0
-        # asks SQLite, as this does. Bigger batches mean fewer write transactions,
+        # Asked of SQLite itself, as newer Djangos do: older ones report the limit of
+        # old SQLite releases. Bigger batches mean fewer write transactions,
         # each of which journals and syncs every page its scattered rows sit on.
         conn.ensure_connection()
         return conn.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
@@ -129,8 +129,8 @@ def _phone_batch_size(qs: QuerySet) -> int:
 class _PhoneCase(Func):
     """``CASE <phone> WHEN %s THEN %s ... ELSE <default> END``: the simple CASE, one
     node however many phones. The ORM's Case(When(customer_phone=...)) builds and
-    resolves a filter per phone, about 0.2 ms each in Python: as long as the UPDATE
-    takes per phone (20 conversations). This costs microseconds."""
+    resolves a filter per phone in Python, which took as long as the UPDATE itself
+    (bench/README.rst, update_conversation_links)."""
 
     def __init__(self, phone: Any, values: list[tuple[str, Any]], default: Any, output_field: Any) -> None:
         self.values = values
@@ -184,8 +184,8 @@ def update_conversation_links(
 
     Batched by phone: one query streams the distinct phones, then per batch of up to
     500 phones one query reads their index rows, one their candidate bookings and one
-    UPDATE links their conversations, so 100,000 conversations of 5,000 phones take
-    about 30 statements instead of two per phone. Manual links and conversations whose
+    UPDATE links their conversations: statements grow with batches of phones, not
+    two per phone (bench/README.rst has the figures). Manual links and conversations whose
     manager unlinked them by hand are never touched. With ``list_conversations``
     false the report has counts only (``links`` stays empty) and memory does not grow
     with the number of conversations. Raises ValueError for a phone that does not parse.

@@ -1,0 +1,236 @@
+"""Settings mistakes surface at `manage.py check`, with IDs and hints."""
+
+import pytest
+from django.core.checks import run_checks
+from django.core.management import call_command
+
+
+def check_settings():
+    """What `manage.py check --tag twilio_convlink` reports: the app's checks, through Django's registry."""
+    return run_checks(tags=["twilio_convlink"])
+
+
+def ids(**changes) -> set[str]:
+    from django.conf import settings
+    from django.test import override_settings
+
+    with override_settings(TWILIO_CONVLINK={**settings.TWILIO_CONVLINK, **changes}):
+        return {message.id for message in check_settings()}
+
+
+@pytest.fixture
+def shared_cache(settings, tmp_path):
+    """A cache every process shares, as a deployed site has (the test settings keep
+    Django's per-process default, which W008 reports)."""
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+                                   "LOCATION": str(tmp_path / "cache")}}
+
+
+@pytest.mark.django_db  # Django 6.1 runs the database checks too
+def test_the_test_settings_are_clean(shared_cache):
+    assert ids() == set()
+    call_command("check")
+
+
+@pytest.mark.parametrize(("changes", "expected"), [
+    ({"CONVERSATION_MODEL": None}, "twilio_convlink.E001"),
+    ({"BOOKING_MODEL": "testapp.NoSuchModel"}, "twilio_convlink.E002"),
+    ({"APARTMENT_MODEL": "not-a-label"}, "twilio_convlink.E002"),
+    ({"MESSAGE_MODEL": "testapp.Guest"}, "twilio_convlink.E003"),
+    ({"BOOKING_PHONE_FIELD": "guest__phone"}, "twilio_convlink.E004"),
+    ({"BOOKING_PHONE_FIELD": "tenant__mobile"}, "twilio_convlink.E004"),
+    ({"BOOKING_PHONE_FIELD": "guest"}, "twilio_convlink.E004"),
+    ({"BOOKING_PHONE_FIELD": "check_in__mobile"}, "twilio_convlink.E004"),
+    # A reverse relation is not a phone field (the booking has many of them).
+    ({"BOOKING_PHONE_FIELD": "guest__reservations"}, "twilio_convlink.E004"),
+    ({"BOOKING_APARTMENT_FIELD": "guest"}, "twilio_convlink.E005"),
+    ({"BOOKING_APARTMENT_FIELD": "check_in"}, "twilio_convlink.E005"),
+    ({"BOOKING_END_FIELD": None}, "twilio_convlink.E006"),
+    ({"BOOKING_START_FIELD": "guest"}, "twilio_convlink.E014"),
+    ({"BOOKING_WINDOW_DAYS": -1}, "twilio_convlink.E015"),
+    ({"AUTH_TOKEN": ""}, "twilio_convlink.E007"),
+    ({"MANAGER_PHONE": "call me maybe"}, "twilio_convlink.E008"),
+    ({"SYSTEM_IDENTITIES": ["+1 (555"]}, "twilio_convlink.E017"),
+    ({"SYSTEM_IDENTITIES": "night-desk"}, "twilio_convlink.E016"),
+    ({"PHONE_REGION": "XX"}, "twilio_convlink.E009"),
+    ({"VALIDATE_SIGNATURE": False}, "twilio_convlink.W001"),
+    ({"TWILIO_PHONE": ""}, "twilio_convlink.W002"),
+    ({"AUTH_TOKNE": "typo"}, "twilio_convlink.W003"),
+    ({"API_BACKEND": "no.such.Backend"}, "twilio_convlink.E011"),
+    ({"TASK_BACKEND": "celery"}, "twilio_convlink.E012"),
+    ({"API_BACKEND": "django_twilio_convlink.api.SdkBackend", "ACCOUNT_SID": ""}, "twilio_convlink.W004"),
+    ({"MANAGER_PHONE": "+447911123456"}, "twilio_convlink.W005"),
+    ({"ENQUEUE_IN_TRANSACTION": True}, "twilio_convlink.W006"),  # the default alias is immediate
+    ({"ENQUEUE_IN_TRANSACTION": True, "TASK_BACKEND": "dummy"}, "twilio_convlink.W006"),
+])
+def test_each_mistake_has_its_id(changes, expected):
+    assert expected in ids(**changes)
+
+
+def test_enqueue_in_transaction_is_quiet_with_a_database_queue():
+    assert "twilio_convlink.W006" not in ids(ENQUEUE_IN_TRANSACTION=True, TASK_BACKEND="database")
+
+
+def test_messages_name_the_setting_and_give_a_hint(shared_cache):
+    from django.conf import settings
+    from django.test import override_settings
+
+    broken = {**settings.TWILIO_CONVLINK, "BOOKING_PHONE_FIELD": "guest__phone"}
+    with override_settings(TWILIO_CONVLINK=broken):
+        [message] = check_settings()
+    assert 'TWILIO_CONVLINK["BOOKING_PHONE_FIELD"]' in message.msg
+    assert "tenant__phone" in message.hint
+
+
+def test_settings_not_a_dict():
+    from django.test import override_settings
+
+    with override_settings(TWILIO_CONVLINK=["oops"]):
+        assert [m.id for m in check_settings()] == ["twilio_convlink.E018"]
+
+
+def test_group_chat_checks_are_quiet_when_it_is_off(shared_cache):
+    assert ids(GROUP_CHAT=False, TASK_BACKEND="celery", MANAGER_PHONE="+447911123456") == set()
+
+
+def test_missing_tasks_framework_says_what_to_install(monkeypatch):
+    # Stands in for a Django 5.2 site without the django-tasks backport.
+    from django_twilio_convlink import tasks
+
+    monkeypatch.setattr(tasks, "TASKS_AVAILABLE", False)
+    [message] = [m for m in check_settings() if m.id == "twilio_convlink.E010"]
+    assert "django-tasks" in message.hint
+
+
+def test_task_queue_must_be_one_the_backend_serves(settings):
+    from django_twilio_convlink.tasks import task_backends
+
+    settings.TASKS = {**settings.TASKS, "default": {**settings.TASKS["default"], "QUEUES": ["twilio"]}}
+    task_backends.__dict__.pop("settings", None)  # the handler caches the parsed TASKS
+    try:
+        assert "twilio_convlink.E013" in ids()
+        assert "twilio_convlink.E013" not in ids(TASK_QUEUE="twilio")
+    finally:
+        task_backends.__dict__.pop("settings", None)
+
+
+# One ID, one problem: a site silences a check by its ID (SILENCED_SYSTEM_CHECKS),
+# which must not silence another mistake with it.
+PROBLEMS = [
+    ({"BOOKING_PHONE_FIELD": None}, "is not set"),
+    ({"TWILIO_CONVLINK": ["oops"]}, "must be a dict"),
+    ({"BOOKING_END_FIELD": None}, "must be set together"),
+    ({"BOOKING_START_FIELD": "guest"}, "is not a date field"),
+    ({"BOOKING_WINDOW_DAYS": -1}, "non-negative integer"),
+    ({"MANAGER_PHONE": "call me maybe"}, "is not a phone number"),
+    ({"SYSTEM_IDENTITIES": "night-desk"}, "must be a list"),
+    ({"SYSTEM_IDENTITIES": ["+1 (555"]}, "looks like a phone number"),
+]
+
+
+def test_each_problem_has_an_id_of_its_own(settings):
+    from django.test import override_settings
+
+    seen: dict[str, str] = {}
+    for changes, problem in PROBLEMS:
+        site = changes["TWILIO_CONVLINK"] if "TWILIO_CONVLINK" in changes else {
+            **settings.TWILIO_CONVLINK, **changes}
+        with override_settings(TWILIO_CONVLINK=site):
+            [message] = [m for m in check_settings() if problem in m.msg]
+        assert seen.setdefault(message.id, problem) == problem, f"{message.id} is used for two problems"
+
+
+@pytest.mark.parametrize("changes", [
+    {"SUBACCOUNT_AUTH_TOKENS": {"AC" + "1" * 32: "subaccount-token"}},
+    {"WEBHOOK_SHARED_KEYS": {"webhooks_sharedkey_1": "shared-secret"}},
+    {"SECONDARY_AUTH_TOKENS": ["the-next-token"]},
+])
+def test_a_site_validating_without_the_main_auth_token_passes(changes):
+    # The signature code accepts each of these without AUTH_TOKEN (signature.py).
+    assert "twilio_convlink.E007" not in ids(AUTH_TOKEN="", **changes)
+
+
+def test_nothing_to_validate_with_is_still_E007():
+    assert "twilio_convlink.E007" in ids(AUTH_TOKEN="", SECONDARY_AUTH_TOKENS=[], SUBACCOUNT_AUTH_TOKENS={},
+                                         WEBHOOK_SHARED_KEYS={})
+
+
+@pytest.fixture
+def no_tasks_framework(monkeypatch, settings):
+    """Django 5.2 without django-tasks and a site that configured no TASKS
+    (tests/webhook/test_default_install.py runs the same without the framework at all)."""
+    from django.conf import global_settings
+
+    from django_twilio_convlink import tasks
+
+    monkeypatch.setattr(tasks, "TASKS_AVAILABLE", False)
+    if hasattr(global_settings, "TASKS"):  # Django 6.0+, where it cannot be absent
+        settings.TASKS = global_settings.TASKS
+    else:
+        del settings.TASKS
+
+
+def test_no_tasks_framework_with_the_default_settings_is_a_warning(no_tasks_framework):
+    found = {m.id: m for m in check_settings()}
+    assert "twilio_convlink.E010" not in found
+    warning = found["twilio_convlink.W007"]
+    assert "in the webhook's process" in warning.msg
+    assert "django-twilio-convlink[tasks]" in warning.hint
+
+
+@pytest.mark.parametrize("changes", [
+    {"TASK_BACKEND": "celery"}, {"TASK_QUEUE": "twilio"}, {"ENQUEUE_IN_TRANSACTION": True}])
+def test_no_tasks_framework_with_task_settings_is_E010(no_tasks_framework, changes):
+    found = ids(**changes)
+    assert "twilio_convlink.E010" in found and "twilio_convlink.W007" not in found
+
+
+def test_no_tasks_framework_with_a_tasks_setting_is_E010(no_tasks_framework, settings):
+    settings.TASKS = {"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}}
+    assert "twilio_convlink.E010" in ids()
+
+
+@pytest.mark.parametrize(("backend", "why"), [
+    ("django.core.cache.backends.locmem.LocMemCache", "per process"),
+    ("django.core.cache.backends.dummy.DummyCache", "stores nothing"),
+])
+def test_a_default_cache_that_cannot_count_forged_requests_is_warned(settings, backend, why):
+    settings.CACHES = {"default": {"BACKEND": backend}}
+    [warning] = [m for m in check_settings() if m.id == "twilio_convlink.W008"]
+    assert backend in warning.msg and why in warning.msg
+    assert "CACHES" in warning.hint
+
+
+def test_a_shared_default_cache_is_quiet(shared_cache):
+    assert "twilio_convlink.W008" not in ids()
+
+
+def test_the_tags_select_the_checks(settings):
+    # `manage.py check --tag security` reports a signature problem; `--tag models` does not.
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "VALIDATE_SIGNATURE": False}
+    assert "twilio_convlink.W001" in {m.id for m in run_checks(tags=["security"])}
+    assert "twilio_convlink.W001" not in {m.id for m in run_checks(tags=["models"])}
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "BOOKING_PHONE_FIELD": "guest__phone"}
+    assert "twilio_convlink.E004" in {m.id for m in run_checks(tags=["models"])}
+
+
+@pytest.mark.parametrize("tag", ["models", "security", "caches"])
+def test_an_unreadable_setting_is_reported_under_every_tag(tag):
+    from django.test import override_settings
+
+    with override_settings(TWILIO_CONVLINK=["oops"]):
+        assert "twilio_convlink.E018" in {m.id for m in run_checks(tags=[tag])}
+
+
+@pytest.mark.django_db
+def test_the_status_leaves_silenced_checks_out(settings):
+    from io import StringIO
+
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "VALIDATE_SIGNATURE": False}
+    out = StringIO()
+    call_command("check_twilio_status", "--detailed", stdout=out)
+    assert "twilio_convlink.W001" in out.getvalue()
+    settings.SILENCED_SYSTEM_CHECKS = ["twilio_convlink.W001"]
+    out = StringIO()
+    call_command("check_twilio_status", "--detailed", stdout=out)
+    assert "twilio_convlink.W001" not in out.getvalue()
