@@ -96,7 +96,7 @@ def run(quick: bool) -> list[Row]:
 
     rows.append(in_process_time(client, conversation, customer, rounds=3 if quick else 7,
                                 requests=50 if quick else 200))
-    # The sequence of the first message, for the README and for whoever breaks a ceiling.
+    # The sequence of the first message, for the README and for whoever changes a count.
     print("\n".join(["first customer message, statement by statement:", *(f"  {s[:110]}" for s in first)]))
     return rows
 

@@ -8,8 +8,8 @@ Order of work for one delivery (the view's, a replay's):
 2. ``process_delivery``: the event's own atomic block (``handlers.handle_event``),
    whose last statement is one UPDATE marking the delivery processed (and earlier
    failed copies of the same delivery with it): the mark commits with the event;
-3. on failure, one UPDATE: failed with the error and traceback, and the view answers
-   500 so Twilio retries.
+3. on failure, one UPDATE: failed with the error and traceback, and ``receive``
+   answers 500 so Twilio retries.
 
 This module is where each outcome of a delivery is logged and recorded (``receive``
 for the view, ``replay`` for the command and the admin): rejected (malformed, or

@@ -26,6 +26,7 @@ expect a task backend that is not there gets error E010 instead.
 from __future__ import annotations
 
 import datetime
+import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,6 +77,11 @@ def register(name: str, function: Callable[..., Any], *, recovery: str,
     as due before it enqueues. Registering the same function again changes nothing;
     another function under a taken name is an error.
     """
+    if not name.isidentifier() or (name in globals() and name not in _registry):
+        # A module attribute would shadow __getattr__: workers would import it instead.
+        raise ImproperlyConfigured(f"{name!r} cannot name a task of {__name__}.")
+    if inspect.iscoroutinefunction(function):
+        raise ImproperlyConfigured(f"Task {name!r}: coroutine functions are not supported.")
     known = _registry.get(name)
     if known is not None:
         if known.function.__wrapped__ is not function:  # type: ignore[attr-defined]
@@ -189,7 +195,7 @@ def _enqueue_now(name: str, registered: Registered, args: tuple[Any, ...]) -> No
     try:
         bound_task(name).enqueue(*args)
     except Exception as exc:
-        logger.exception("Enqueuing task %s%r on task backend %r failed (%s: %s); %s", name, args,
+        logger.exception("Enqueuing task %s(%s) on task backend %r failed (%s: %s); %s", name, _args(args),
                          convlink_settings.TASK_BACKEND, type(exc).__name__, exc, registered.recovery)
 
 
@@ -200,14 +206,14 @@ def _run_here(name: str, registered: Registered, args: tuple[Any, ...]) -> None:
     expected = task_settings_in_use()
     if expected:
         logger.error("No tasks framework, and these settings expect a task backend: %s. Running task "
-                     "%s%r in this process (system check twilio_convlink.E010).",
-                     ", ".join(expected), name, args)
+                     "%s(%s) in this process (system check twilio_convlink.E010).",
+                     ", ".join(expected), name, _args(args))
     try:
         registered.function(*args)
     except registered.recorded:
         pass  # recorded and logged by the task's function
     except Exception:
-        logger.exception("Task %s%r failed in this process; %s", name, args, registered.recovery)
+        logger.exception("Task %s(%s) failed in this process; %s", name, _args(args), registered.recovery)
 
 
 def enqueue_at(name: str, when: datetime.datetime, *args: Any) -> bool:
@@ -223,5 +229,9 @@ def enqueue_at(name: str, when: datetime.datetime, *args: Any) -> bool:
         bound.using(run_after=max(when, timezone.now())).enqueue(*args)
         return True
     except Exception:
-        logger.exception("Scheduling task %s%r for %s failed", name, args, when)
+        logger.exception("Scheduling task %s(%s) for %s failed", name, _args(args), when)
         return False
+
+
+def _args(args: tuple[Any, ...]) -> str:
+    return ", ".join(map(repr, args))

@@ -58,6 +58,8 @@ class TwilioWebhookView(View):
             return _text(refused.message, refused.status)
 
         outcome = receive(request)  # parsed, recorded, processed; logged and recorded there
+        if outcome.http_status == 200:
+            return HttpResponse(status=200)
         return _text(outcome.message, outcome.http_status)
 
 

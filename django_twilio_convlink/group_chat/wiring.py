@@ -77,7 +77,7 @@ def forward_task(message_pk: int) -> str:
     try:
         return forward_customer_message(message_pk)
     except ApiError as error:
-        if error.transient:
+        if error.transient and tasks.TASKS_AVAILABLE:  # else no backend to defer on
             retry_at = (get_message_model()._default_manager.filter(pk=message_pk)
                         .values_list("forward_retry_at", flat=True).first())
             if retry_at is not None:

@@ -188,3 +188,13 @@ def test_the_bench_readme_shows_the_statement_counts_of_the_bench():
     shown = {case: int(count) for case, count in re.findall(r"^(\S.*?)\s{2,}(\d+)$", text, re.MULTILINE)
              if case in STATEMENTS}
     assert shown == STATEMENTS
+
+
+@pytest.mark.parametrize("name", ["enqueue", "logger", "not a name"])
+def test_a_task_name_cannot_shadow_the_tasks_module(name):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from django_twilio_convlink import tasks
+
+    with pytest.raises(ImproperlyConfigured, match="cannot name a task"):
+        tasks.register(name, print, recovery="")
