@@ -171,15 +171,7 @@ def complete_conversation(conversation: AbstractTwilioConversation, fields: dict
     replaces the stored one, unless the change is older (``date_updated``) than the
     newest one stored: Twilio retries and reorders, and a retried 09:00 "inactive"
     must not undo a 10:00 "closed"."""
-    _complete(conversation, fields, overwrite and not _older(fields, conversation))
-
-
-def _older(fields: dict[str, Any], conversation: AbstractTwilioConversation) -> bool:
-    when, stored = fields.get("date_updated"), conversation.date_updated
-    return when is not None and stored is not None and when < stored
-
-
-def _complete(conversation: AbstractTwilioConversation, fields: dict[str, Any], overwrite: bool) -> None:
+    overwrite = overwrite and not _older(fields, conversation)
     changed = []
     for name, value in fields.items():
         if value in (None, "", {}, []):
@@ -192,6 +184,11 @@ def _complete(conversation: AbstractTwilioConversation, fields: dict[str, Any], 
             changed.append(name)
     if changed:
         conversation.save(update_fields=[*changed, "updated_at"])
+
+
+def _older(fields: dict[str, Any], conversation: AbstractTwilioConversation) -> bool:
+    when, stored = fields.get("date_updated"), conversation.date_updated
+    return when is not None and stored is not None and when < stored
 
 
 def direction_of(author: str | None) -> str:
