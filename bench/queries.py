@@ -80,13 +80,18 @@ def run(quick: bool) -> list[Row]:
         later = customer_message(conversation, customer, 1)
         scenario("customer's next message", later)
         scenario("manager reply", customer_message(conversation, manager, 2))
-        scenario("assistant message", customer_message(conversation, assistant, 3))
+        reply = customer_message(conversation, assistant, 3)
+        scenario("assistant message", reply)
         scenario("redelivery", {**later, "RetryCount": "1"})
         scenario("onConversationAdded, new conversation (booking found)",
                  payload("onConversationAdded_sms_autocreated", ConversationSid=sid("CH"),
                          **{"MessagingBinding.Address": other}))
         scenario("customer's first message, no booking", customer_message(sid("CH"), stranger, 0))
-        scenario("ignored event (onDeliveryUpdated)", payload("onDeliveryUpdated"))
+        scenario("ignored event (onParticipantAdded)",
+                 payload("onParticipantAdded_sms", ConversationSid=conversation))
+        receipt = payload("onDeliveryUpdated", ConversationSid=conversation, MessageSid=reply["MessageSid"])
+        scenario("delivery receipt", receipt)
+        scenario("delivery receipt, the same again", {**receipt, "RetryCount": "1"})
     with task_backend("database"):
         scenario("customer's next message, django-tasks-db queue, enqueued after the commit",
                  customer_message(conversation, customer, 4))

@@ -21,7 +21,12 @@ STATEMENTS: dict[str, int] = {
     # The lookup runs again after the commit: a booking committed meanwhile would
     # otherwise be missed by both sides.
     "customer's first message, no booking": 11,
-    "ignored event (onDeliveryUpdated)": 2,
+    "ignored event (onParticipantAdded)": 2,
+    # delivery INSERT; BEGIN; the message SELECT ... FOR UPDATE; its UPDATE; delivery
+    # UPDATE; COMMIT.
+    "delivery receipt": 6,
+    # The same, without the message UPDATE: a retried receipt changes nothing.
+    "delivery receipt, the same again": 5,
     "customer's next message, django-tasks-db queue, enqueued after the commit": 7,
     "customer's next message, django-tasks-db queue, ENQUEUE_IN_TRANSACTION": 7,
 }

@@ -73,3 +73,27 @@ def get_message_model() -> type[AbstractTwilioMessage]:
 def get_booking_model() -> type[Model]:
     """The site's booking model, named by ``TWILIO_CONVLINK["BOOKING_MODEL"]``."""
     return _get_model("BOOKING_MODEL")
+
+
+# The opt-out helpers (``optouts``), importable from the package root. Imported when
+# called: the package root must not load models before the app registry is ready.
+def is_opted_out(phone: str) -> bool:
+    """Whether ``phone`` (any format) is opted out of texts now."""
+    from .optouts import is_opted_out
+
+    return is_opted_out(phone)
+
+
+def opt_out(phone: str, *, how: str = "admin", detail: str = "", origin: str = "admin") -> bool:
+    """Opt ``phone`` (any format) out of texts: the app sends it nothing more. Returns
+    False when it already was; ValueError for a value that is no phone number."""
+    from .optouts import opt_out
+
+    return opt_out(phone, how=how, detail=detail, origin=origin)
+
+
+def opt_in(phone: str, *, how: str = "admin", detail: str = "", origin: str = "admin") -> bool:
+    """Opt ``phone`` (any format) back in. Returns False when it was not opted out."""
+    from .optouts import opt_in
+
+    return opt_in(phone, how=how, detail=detail, origin=origin)

@@ -15,7 +15,11 @@ class TwilioConvlinkConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks, group_chat, receivers  # noqa: F401  (checks: registers them)
+        from .optouts import opt_out_by_keyword
+        from .persistence import register_insert_step
 
+        # Before the group chat's step: a STOP is on record when its forward is decided.
+        register_insert_step(opt_out_by_keyword)
         group_chat.connect()
 
         try:

@@ -25,6 +25,9 @@ class ForwardState(models.TextChoices):
     SENT = "sent", _("Sent")
     FAILED = "failed", _("Failed, will be retried")
     PERMANENT = "permanent", _("Failed permanently")
+    # Not sent, on purpose: the customer has opted out (``optouts``). Not retried
+    # until someone asks for the permanent ones again, after an opt-in.
+    SKIPPED = "skipped", _("Skipped (customer opted out)")
 
 
 class DeliveryStatus(models.TextChoices):
@@ -35,3 +38,22 @@ class DeliveryStatus(models.TextChoices):
     FAILED = "failed", _("Failed")
     REJECTED = "rejected", _("Rejected (malformed)")
     REFUSED = "refused", _("Refused (another account's conversation)")
+
+
+class ReceiptStatus(models.TextChoices):
+    """What Twilio reports of one message at one recipient (``onDeliveryUpdated``),
+    and the message's summary of all its recipients (``receipts.summarize``)."""
+
+    SENT = "sent", _("Sent")
+    DELIVERED = "delivered", _("Delivered")
+    READ = "read", _("Read")
+    FAILED = "failed", _("Failed")
+    UNDELIVERED = "undelivered", _("Undelivered")
+
+
+class OptOutMethod(models.TextChoices):
+    """How a phone was opted out, or back in (``optouts``)."""
+
+    KEYWORD = "keyword", _("Keyword texted by the customer")
+    ERROR = "error", _("Twilio refused a send (error 21610)")
+    ADMIN = "admin", _("Changed by a person")

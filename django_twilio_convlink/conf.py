@@ -16,6 +16,11 @@ from django.core.exceptions import ImproperlyConfigured
 
 SETTINGS_NAME = "TWILIO_CONVLINK"
 
+# The keywords Twilio's Advanced Opt-Out acts on (the default on long codes and
+# messaging services): matched against the whole message, trimmed, case-insensitive.
+TWILIO_OPT_OUT_KEYWORDS = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT")
+TWILIO_OPT_IN_KEYWORDS = ("START", "YES", "UNSTOP")
+
 DEFAULTS: dict[str, Any] = {
     "ACCOUNT_SID": "",
     "AUTH_TOKEN": "",
@@ -61,6 +66,9 @@ DEFAULTS: dict[str, Any] = {
     # A delivery still "received" this many seconds after it arrived is unfinished: its
     # worker was killed or timed out mid-processing (Twilio gives a webhook 5 s).
     "DELIVERY_UNFINISHED_AFTER": 300,
+    # A customer's message that is one of these words opts their phone out (or back in).
+    "OPT_OUT_KEYWORDS": list(TWILIO_OPT_OUT_KEYWORDS),
+    "OPT_IN_KEYWORDS": list(TWILIO_OPT_IN_KEYWORDS),
 }
 
 # Settings without which the app cannot define its models or link anything.

@@ -32,6 +32,8 @@ MESSAGE_SID = re.compile(r"^IM[0-9a-fA-F]{32}$")
 PARTICIPANT_SID = re.compile(r"^MB[0-9a-fA-F]{32}$")
 SERVICE_SID = re.compile(r"^(IS|MG)[0-9a-fA-F]{32}$")
 ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
+RECEIPT_SID = re.compile(r"^DY[0-9a-fA-F]{32}$")
+CHANNEL_MESSAGE_SID = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,25 @@ class ConversationEvent:
 
 
 @dataclass(frozen=True)
+class ReceiptEvent:
+    """onDeliveryUpdated: what became of one message at one recipient."""
+
+    event_type: str
+    conversation_sid: str
+    account_sid: str
+    message_sid: str
+    participant_sid: str
+    receipt_sid: str
+    # One of choices.ReceiptStatus, or "" for a status Twilio added since (logged,
+    # and the receipt acknowledged without changing anything).
+    status: str
+    # Twilio's error code; None for ErrorCode "0" or none.
+    error_code: int | None
+    date_created: datetime.datetime | None
+    date_updated: datetime.datetime | None
+
+
+@dataclass(frozen=True)
 class OtherEvent:
     """Everything the app acknowledges without storing (participants, receipts, ...).
     The conversation it names (if any) is kept: storing nothing is no licence to speak
@@ -85,7 +106,7 @@ class OtherEvent:
     account_sid: str = ""
 
 
-Event = MessageEvent | ConversationEvent | OtherEvent
+Event = MessageEvent | ConversationEvent | ReceiptEvent | OtherEvent
 
 MESSAGE_EVENTS = {"onMessageAdded", "onMessageUpdated", "onMessageRemoved"}
 CONVERSATION_EVENTS = {"onConversationAdded", "onConversationUpdated", "onConversationStateUpdated"}
@@ -264,6 +285,28 @@ def _state(data: Mapping[str, str]) -> str:
     return ""
 
 
+RECEIPT_STATUSES = frozenset({"sent", "delivered", "read", "failed", "undelivered"})
+
+
+def _receipt_status(data: Mapping[str, str]) -> str:
+    raw = data.get("Status", "")
+    if not raw:
+        raise InvalidPayload("Status is missing.")
+    if raw in RECEIPT_STATUSES:
+        return raw
+    logger.warning("Ignored unknown delivery status %r of %s", raw[:40], data.get("MessageSid", "?"))
+    return ""
+
+
+def _error_code(data: Mapping[str, str]) -> int | None:
+    raw = data.get("ErrorCode", "")
+    if raw in ("", "0"):
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 9:
+        raise InvalidPayload(f"ErrorCode {raw[:20]!r} is not a Twilio error code.")
+    return int(raw) or None
+
+
 def parse_event(data: Mapping[str, str]) -> Event:
     """Turn a webhook's POST data (a QueryDict or dict of strings) into an event."""
     values = (v for _, vs in data.lists() for v in vs) if hasattr(data, "lists") else data.values()
@@ -304,6 +347,19 @@ def parse_event(data: Mapping[str, str]) -> Event:
             date_created=_date(data, "DateCreated"),
             date_updated=_date(data, "StateUpdated") or _date(data, "DateUpdated"),
             binding_address=_text(data, "MessagingBinding.Address", 1000),
+        )
+    if event_type == "onDeliveryUpdated":
+        return ReceiptEvent(
+            event_type=event_type,
+            conversation_sid=_sid(data, "ConversationSid", CONVERSATION_SID, required=False),
+            account_sid=_sid(data, "AccountSid", ACCOUNT_SID, required=False),
+            message_sid=_sid(data, "MessageSid", MESSAGE_SID),
+            participant_sid=_sid(data, "ParticipantSid", PARTICIPANT_SID),
+            receipt_sid=_sid(data, "DeliveryReceiptSid", RECEIPT_SID, required=False),
+            status=_receipt_status(data),
+            error_code=_error_code(data),
+            date_created=_date(data, "DateCreated"),
+            date_updated=_date(data, "DateUpdated") or _date(data, "DateCreated"),
         )
     return OtherEvent(event_type=event_type,
                       conversation_sid=_sid(data, "ConversationSid", CONVERSATION_SID, required=False),

@@ -68,3 +68,15 @@ class ApiError(Exception):
         if self.code:
             return f"Twilio error {self.code}: {self.message}"
         return f"HTTP {self.status}: {self.message}" if self.status else self.message
+
+
+class CustomerOptedOut(ApiError):
+    """Nothing was sent: the customer's phone has opted out of texts (it texted STOP,
+    Twilio refused a send with error 21610, or a person opted it out). Raised before
+    any Twilio call; permanent until the phone opts back in (``optouts.opt_in``)."""
+
+    def __init__(self, phone: str, *, detail: str = "") -> None:
+        reason = f" ({detail})" if detail else ""
+        super().__init__(f"{phone} has opted out of texts{reason}; nothing was sent.",
+                         code=21610, transient=False)
+        self.phone = phone

@@ -22,7 +22,8 @@ from django.db import IntegrityError, transaction
 from . import get_conversation_model
 from .accounts import check_account, may_skip_account_checks
 from .db import run_with_retries
-from .events import ConversationEvent, Event, MessageEvent, OtherEvent
+from .events import ConversationEvent, Event, MessageEvent, OtherEvent, ReceiptEvent
+from .exceptions import RefusedEvent
 from .linking import link_on_first_phone
 from .persistence import (
     complete_conversation,
@@ -33,6 +34,7 @@ from .persistence import (
     save_message_to_db,
 )
 from .phones import customer_phone_from_addresses, customer_phone_from_author
+from .receipts import apply, entry, lock_message, park
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,8 @@ def handle_event(event: Event, *, mark_processed: Callable[[], None] = _nothing,
     def work() -> None:
         if isinstance(event, MessageEvent):
             _apply_message_event(event, mark_processed, origin)
+        elif isinstance(event, ReceiptEvent):
+            _apply_receipt_event(event, mark_processed, origin)
         else:
             _apply_conversation_event(event, mark_processed)
 
@@ -78,7 +82,7 @@ def handle_event(event: Event, *, mark_processed: Callable[[], None] = _nothing,
 
 
 def _apply_message_event(event: MessageEvent, mark_processed: Callable[[], None], origin: str) -> None:
-    conversation, stored_in = find_conversation(event.conversation_sid, event.message_sid)
+    conversation, stored_in, waiting = find_conversation(event.conversation_sid, event.message_sid)
     if conversation is not None:
         check_account(conversation, event.account_sid)
         if stored_in is not None and stored_in != conversation.pk:
@@ -94,7 +98,10 @@ def _apply_message_event(event: MessageEvent, mark_processed: Callable[[], None]
             conversation, _ = lock_conversation(event.conversation_sid, absent=True,
                                                 account_sid=event.account_sid)
             check_account(conversation, event.account_sid)
-        _, created = save_message_to_db(conversation, event, stored=stored, origin=origin)
+        # A conversation created just now has no message a receipt could have waited
+        # for: receipts create the conversation of the message they wait for.
+        _, created = save_message_to_db(conversation, event, stored=stored, origin=origin,
+                                        receipts_waiting=waiting)
         if created:
             # Only a customer's message can teach the app the customer's phone; a
             # system author (Twilio number, manager, assistant) must not cost a
@@ -118,6 +125,31 @@ def _apply_conversation_event(event: ConversationEvent, mark_processed: Callable
             phone = customer_phone_from_addresses(event.binding_address)
             if phone is not None:
                 link_on_first_phone(conversation, phone)
+        mark_processed()
+
+
+def _apply_receipt_event(event: ReceiptEvent, mark_processed: Callable[[], None], origin: str) -> None:
+    """A delivery receipt: the message's row locked and updated, or the receipt kept
+    until its message is stored (``receipts``)."""
+    with transaction.atomic():
+        message = lock_message(event.message_sid)
+        if message is None:
+            if event.conversation_sid:
+                # Created here if need be, as a message event would: the message that
+                # arrives later then finds its conversation, and with it this receipt.
+                conversation, _ = lock_conversation(event.conversation_sid, account_sid=event.account_sid)
+                check_account(conversation, event.account_sid)
+            if event.status:
+                park(event)
+        else:
+            conversation = message.conversation
+            check_account(conversation, event.account_sid)
+            if event.conversation_sid and event.conversation_sid != conversation.conversation_sid:
+                public = f"Message {event.message_sid} is not part of conversation {event.conversation_sid}."
+                raise RefusedEvent(public, detail=f"{public[:-1]}: it belongs to conversation "
+                                                  f"{conversation.conversation_sid}.")
+            if event.status:  # else a status Twilio added since: logged by events
+                apply(message, event.participant_sid, entry(event), origin=origin)
         mark_processed()
 
 

@@ -20,7 +20,7 @@ from django.db.models.base import ModelBase
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from .choices import DeliveryStatus, Direction, ForwardState, LinkMethod
+from .choices import DeliveryStatus, Direction, ForwardState, LinkMethod, OptOutMethod, ReceiptStatus
 from .conf import convlink_settings
 
 
@@ -208,6 +208,18 @@ class AbstractTwilioMessage(ChangedFieldsModel):
     # a sending one whose worker may have died, a failed one after its backoff.
     # Set only while a forward is unfinished, so its index stays small.
     forward_retry_at = models.DateTimeField(_("forward due at"), null=True, blank=True, db_index=True)
+    # Why the forward was skipped (the customer has opted out): shown with ``skipped``.
+    forward_skip_reason = models.CharField(_("forward skipped because"), max_length=255, blank=True)
+
+    # What Twilio reported of the message's delivery, from its onDeliveryUpdated
+    # receipts (``receipts``): the summary over all recipients, blank until a
+    # receipt arrives, and each recipient's last receipt, keyed by participant SID
+    # (a group MMS message has several SMS recipients).
+    delivery_status = models.CharField(_("delivery status"), max_length=11, choices=ReceiptStatus.choices,
+                                       blank=True)
+    delivery_error_code = models.IntegerField(_("delivery error code"), null=True, blank=True)
+    delivery_updated_at = models.DateTimeField(_("delivery updated at"), null=True, blank=True)
+    delivery_receipts = models.JSONField(_("receipts by recipient"), default=dict, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -339,3 +351,62 @@ class WebhookDelivery(models.Model):
         if timezone.is_aware(received):
             received = timezone.localtime(received)
         return f"{subject}: {self.get_status_display()}, {received:%Y-%m-%d %H:%M:%S}"
+
+
+class OptOut(models.Model):
+    """One customer phone (E.164) that opted out of texts, or did and opted back in.
+
+    Twilio refuses every send to a phone that texted STOP (error 21610) until it
+    texts START; this row is the app's memory of that, so that nothing is sent that
+    Twilio would refuse or that would reach a customer who asked for silence. The
+    row stays after an opt-in (``opted_in_at``): how and when is the record.
+    ``optouts`` writes it; ``is_opted_out``, ``opt_out`` and ``opt_in`` are the
+    public helpers.
+    """
+
+    phone = models.CharField(_("phone"), max_length=32, unique=True)
+    opted_out_at = models.DateTimeField(_("opted out at"))
+    method = models.CharField(_("opted out by"), max_length=10, choices=OptOutMethod.choices)
+    detail = models.CharField(_("keyword or error"), max_length=64, blank=True,
+                              help_text=_("The keyword the customer texted, or Twilio's error code."))
+    opted_in_at = models.DateTimeField(_("opted back in at"), null=True, blank=True,
+                                       help_text=_("Blank while the phone is opted out."))
+    opted_in_method = models.CharField(_("opted back in by"), max_length=10, choices=OptOutMethod.choices,
+                                       blank=True)
+    opted_in_detail = models.CharField(_("opt-in keyword"), max_length=64, blank=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("opt-out")
+        verbose_name_plural = _("opt-outs")
+        ordering = ["-opted_out_at"]
+
+    def __str__(self) -> str:
+        state = _("opted out") if self.is_opted_out else _("opted back in")
+        return f"{self.phone} ({state})"
+
+    @property
+    def is_opted_out(self) -> bool:
+        return self.opted_in_at is None
+
+
+class WaitingReceipt(models.Model):
+    """A delivery receipt that arrived before its message was stored.
+
+    It can: the group chat's copies are recorded after Twilio accepted them, and
+    Twilio may deliver the copy and report it first. The receipt waits here and is
+    applied when its message row appears (``receipts.apply_waiting``), then deleted.
+    """
+
+    message_sid = models.CharField(max_length=34, db_index=True)
+    participant_sid = models.CharField(max_length=34)
+    account_sid = models.CharField(max_length=34, blank=True)
+    receipt = models.JSONField(_("receipt"), default=dict)
+    received_at = models.DateTimeField(_("received at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("receipt waiting for its message")
+        verbose_name_plural = _("receipts waiting for their message")
+
+    def __str__(self) -> str:
+        return f"{self.message_sid} / {self.participant_sid}: {self.receipt.get('status', '')}"

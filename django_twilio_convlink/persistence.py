@@ -22,14 +22,15 @@ from collections.abc import Callable
 from typing import Any
 
 from django.db import connections, transaction
+from django.db.models import BooleanField
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
-from . import get_conversation_model, get_message_model, signals
+from . import get_conversation_model, get_message_model, receipts, signals
 from .choices import Direction
 from .events import ConversationEvent, MessageEvent
 from .exceptions import RefusedEvent
-from .models import AbstractTwilioConversation, AbstractTwilioMessage
+from .models import AbstractTwilioConversation, AbstractTwilioMessage, WaitingReceipt
 from .phones import is_system_author
 
 # What runs inside the transaction of a new message row, before its INSERT: each step
@@ -62,10 +63,11 @@ def unregister_insert_step(step: InsertStep) -> None:
 
 
 def find_conversation(conversation_sid: str, message_sid: str
-                      ) -> tuple[AbstractTwilioConversation | None, Any]:
-    """The stored conversation ``conversation_sid`` (or None) and the primary key of
-    the conversation that message ``message_sid`` is stored in (None when it is not
-    stored): one SELECT, no lock. Returns (conversation, stored_in).
+                      ) -> tuple[AbstractTwilioConversation | None, Any, bool]:
+    """The stored conversation ``conversation_sid`` (or None), the primary key of the
+    conversation that message ``message_sid`` is stored in (None when it is not
+    stored), and whether delivery receipts wait for that message (``receipts``): one
+    SELECT, no lock. Returns (conversation, stored_in, receipts_waiting).
 
     When the conversation is not stored the SELECT finds no row, and so says nothing
     about the message: a message's row refers to its conversation, so it can only be
@@ -86,11 +88,19 @@ def find_conversation(conversation_sid: str, message_sid: str
         # compares equal to conversation.pk on every database.
         (message_sid,), output_field=Message._meta.get_field("conversation").target_field,
     )
+    # Receipts that overtook their message (rare: the table is nearly always empty,
+    # and the probe is one index lookup) ride on the same SELECT rather than cost one
+    # of their own on every message.
+    waiting = RawSQL(
+        f"EXISTS(SELECT 1 FROM {quote(WaitingReceipt._meta.db_table)}"
+        " WHERE message_sid = %s)",
+        (message_sid,), output_field=BooleanField(),
+    )
     # A slice, not first(): the SID is unique, and first()'s ORDER BY costs compiling.
     for conversation in manager.filter(conversation_sid=conversation_sid).annotate(
-            _convlink_stored_in=stored_in)[:1]:
-        return conversation, conversation._convlink_stored_in
-    return None, None
+            _convlink_stored_in=stored_in, _convlink_receipts_waiting=waiting)[:1]:
+        return conversation, conversation._convlink_stored_in, bool(conversation._convlink_receipts_waiting)
+    return None, None, False
 
 
 def refuse_if_stored_elsewhere(event: MessageEvent) -> None:
@@ -197,7 +207,7 @@ def direction_of(author: str | None) -> str:
 
 def save_message_to_db(
     conversation: AbstractTwilioConversation, event: MessageEvent, *,
-    stored: bool | None = None, origin: str = "webhook",
+    stored: bool | None = None, origin: str = "webhook", receipts_waiting: bool | None = None,
 ) -> tuple[AbstractTwilioMessage, bool]:
     """Store the message of ``event`` in ``conversation`` or update the stored one.
     Returns (message, created).
@@ -211,6 +221,8 @@ def save_message_to_db(
     ``stored`` is what the caller read just before (``find_conversation``): False
     inserts at once (a concurrent duplicate then raises IntegrityError, and the caller
     runs the event again), True goes straight to the stored row, None looks first.
+    ``receipts_waiting`` likewise: True applies the delivery receipts that arrived
+    before the new row (``receipts.apply_waiting``), False skips that, None looks.
 
     Each change sends its signal after the commit (``message_received``,
     ``message_updated``, ``message_removed``, with ``origin``); a redelivery or a
@@ -248,6 +260,8 @@ def save_message_to_db(
         # which the immediate task backend runs in the commit's callbacks): receivers
         # hear of the customer's message before of its copy in the group chat.
         _changed(signals.message_received, message, conversation, origin)
+        if receipts_waiting is not False:
+            receipts.apply_waiting([message.message_sid], origin=origin)
         for then in after_insert:
             then()
         return message, True

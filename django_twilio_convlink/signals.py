@@ -1,21 +1,29 @@
 """The app's public signals: what a site connects to, to react to what the app stored.
 
-=====================  =============================  ==================================================
-signal                 sender                         keyword arguments
-=====================  =============================  ==================================================
-message_received       the concrete message model     ``message``, ``conversation``, ``origin``
-message_updated        the concrete message model     ``message``, ``conversation``, ``origin``
-message_removed        the concrete message model     ``message``, ``conversation``, ``origin``
-conversation_linked    the concrete conversation      ``conversation_pks`` (list), ``booking_pk``,
-                       model                          ``apartment_pk``, ``method``
-event_received         ``WebhookDelivery``            ``delivery``, ``event_type``, ``params``
-delivery_failed        ``WebhookDelivery``            ``delivery``, ``exception``
-=====================  =============================  ==================================================
+======================  =============================  ==================================================
+signal                  sender                         keyword arguments
+======================  =============================  ==================================================
+message_received        the concrete message model     ``message``, ``conversation``, ``origin``
+message_updated         the concrete message model     ``message``, ``conversation``, ``origin``
+message_removed         the concrete message model     ``message``, ``conversation``, ``origin``
+conversation_linked     the concrete conversation      ``conversation_pks`` (list), ``booking_pk``,
+                        model                          ``apartment_pk``, ``method``
+event_received          ``WebhookDelivery``            ``delivery``, ``event_type``, ``params``
+delivery_failed         ``WebhookDelivery``            ``delivery``, ``exception``
+message_status_changed  the concrete message model     ``message``, ``status``, ``error_code``, ``origin``
+customer_opted_out      ``OptOut``                     ``phone``, ``how``, ``origin``
+customer_opted_in       ``OptOut``                     ``phone``, ``how``, ``origin``
+======================  =============================  ==================================================
 
 ``origin`` says where the change came from: ``"webhook"`` (a live delivery),
-``"replay"`` (``replay_twilio_webhooks``, the admin's replay action) or
+``"replay"`` (``replay_twilio_webhooks``, the admin's replay action),
 ``"group_chat"`` (the copy of a customer's message the app posted into the group
-chat and stored itself). The instances are safe to save: ``save()`` writes only the
+chat and stored itself, or a 21610 answer to it) or ``"admin"`` (a person, through
+the admin or ``opt_out``/``opt_in``).
+``message_status_changed`` is sent when a delivery receipt changes the message's
+summary status or error code (``receipts``); ``customer_opted_out`` and
+``customer_opted_in`` when a phone's opt-out state changes (``optouts``: ``how`` is
+"keyword", "error" or "admin"). The instances are safe to save: ``save()`` writes only the
 fields changed on them (``models.ChangedFieldsModel``).
 ``conversation_linked`` is sent whenever conversations got a booking, by any path:
 ``method`` is ``"automatic"`` (the customer's first message), ``"retroactive"`` (a
@@ -59,6 +67,9 @@ message_removed = Signal()
 conversation_linked = Signal()
 event_received = Signal()
 delivery_failed = Signal()
+message_status_changed = Signal()
+customer_opted_out = Signal()
+customer_opted_in = Signal()
 
 
 def send_after_commit(signal: Signal, sender: Any, *, using: str | None = None, **kwargs: Any) -> None:

@@ -30,12 +30,13 @@ from django.db import DatabaseError, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from .. import get_conversation_model, get_message_model, signals
-from ..choices import Direction, ForwardState
+from .. import get_conversation_model, get_message_model, receipts, signals
+from ..choices import Direction, ForwardState, OptOutMethod
 from ..conf import convlink_settings
 from ..db import run_with_retries
-from ..exceptions import ApiError
+from ..exceptions import ApiError, CustomerOptedOut
 from ..models import AbstractTwilioConversation, AbstractTwilioMessage
+from ..optouts import OPTED_OUT_ERROR, record_opt_out, refuse_if_opted_out
 from ..persistence import save_conversation_to_db
 from .remote import create_group_chat, group_chat_unique_name, media_items, parts, post_copies
 
@@ -145,7 +146,11 @@ def forward_customer_message(message_pk: int) -> str:
             "forwarded_sid", flat=True).first() or ""
     message, conversation, resumed = claimed
     try:
+        # Asked again right before each call to Twilio: the customer may have texted
+        # STOP after this message was queued, or while the group chat was made.
+        refuse_if_opted_out(conversation.customer_phone)
         group = ensure_group_chat(conversation)
+        refuse_if_opted_out(conversation.customer_phone)
         try:
             sids = post_copies(message, group, resumed)
         except ApiError as error:
@@ -157,7 +162,19 @@ def forward_customer_message(message_pk: int) -> str:
             raise
         _record_sent(message, conversation, group, sids)
         return sids[0]
+    except CustomerOptedOut as refused:
+        skip(message, str(refused))
+        return ""
     except ApiError as error:
+        if error.code == OPTED_OUT_ERROR and conversation.customer_phone:
+            # Twilio knows of an opt-out the app did not (a STOP that never reached
+            # the conversation): on record from now on, and this message skipped.
+            run_with_retries(lambda: record_opt_out(conversation.customer_phone, how=OptOutMethod.ERROR,
+                                                    detail=str(OPTED_OUT_ERROR), origin="group_chat"),
+                             what=f"opting out {conversation.customer_phone}")
+            skip(message, str(CustomerOptedOut(conversation.customer_phone,
+                                               detail=f"Twilio error {OPTED_OUT_ERROR}")))
+            return ""
         record_failure(message, conversation, error)
         raise
     except DatabaseError as exc:
@@ -192,11 +209,23 @@ def _record_sent(message: AbstractTwilioMessage, conversation: AbstractTwilioCon
         for copy in new:
             signals.send_after_commit(signals.message_received, Message, using=copy._state.db,
                                       message=copy, conversation=group, origin="group_chat")
+        # Twilio may report a copy delivered before this transaction stores it.
+        receipts.apply_waiting([c.message_sid for c in new], origin="group_chat")
         Message._default_manager.filter(pk=message.pk).update(
             forward_state=ForwardState.SENT, forwarded_sid=sids[0], forward_retry_at=None, updated_at=now)
         Conversation._default_manager.filter(pk=conversation.pk).exclude(
             group_chat_error="", group_chat_attempts=0).update(
             group_chat_error="", group_chat_error_code=None, group_chat_attempts=0, group_chat_retry_at=None)
+
+
+def skip(message: AbstractTwilioMessage, reason: str) -> None:
+    """The message is not forwarded, on purpose (its customer has opted out): recorded
+    as skipped with the reason, and never retried by itself (``reopen`` does, on
+    ``retry_group_chats --include-permanent``)."""
+    type(message)._default_manager.filter(pk=message.pk).update(
+        forward_state=ForwardState.SKIPPED, forward_skip_reason=reason[:255], forward_retry_at=None,
+        updated_at=timezone.now())
+    logger.info("Forward of %s to the group chat skipped: %s", message.message_sid, reason)
 
 
 def record_failure(message: AbstractTwilioMessage, conversation: AbstractTwilioConversation,
@@ -236,14 +265,16 @@ def due_for_retry(now: datetime.datetime | None = None, *, include_permanent: bo
     now = now or timezone.now()
     due = Q(forward_state__in=UNFINISHED, forward_retry_at__lte=now)
     if include_permanent:
-        due |= Q(forward_state=ForwardState.PERMANENT)
+        due |= Q(forward_state__in=[ForwardState.PERMANENT, ForwardState.SKIPPED])
     return get_message_model()._default_manager.filter(due).order_by("pk")
 
 
 def reopen(message_pks: list[int]) -> int:
-    """Make permanent failures due again (after fixing credentials, say): failed, with
-    a fresh count of attempts. The next run still looks for the copies earlier runs
-    posted before posting (see _claim); returns how many were reopened."""
+    """Make permanent failures and skipped forwards due again (after fixing
+    credentials, after an opt-in): failed, with a fresh count of attempts. The next
+    run still looks for the copies earlier runs posted before posting (see _claim),
+    and skips again a customer still opted out; returns how many were reopened."""
     return get_message_model()._default_manager.filter(
-        pk__in=message_pks, forward_state=ForwardState.PERMANENT).update(
-        forward_state=ForwardState.FAILED, forward_attempts=0, forward_retry_at=timezone.now())
+        pk__in=message_pks, forward_state__in=[ForwardState.PERMANENT, ForwardState.SKIPPED]).update(
+        forward_state=ForwardState.FAILED, forward_attempts=0, forward_retry_at=timezone.now(),
+        forward_skip_reason="")

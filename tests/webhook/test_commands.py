@@ -356,7 +356,7 @@ def test_forward_counts_have_one_label_and_one_number_each():
     line = line_of(run("check_twilio_status", "--detailed"), "Group chat forwards: ")
     counts = line.removeprefix("Group chat forwards: ").split(", ")
     assert counts == ["pending 0", "sending 0", "sent 3", "failed (will be retried) 1",
-                      "failed permanently 1"]
+                      "failed permanently 1", "skipped (customer opted out) 0"]
 
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "example_project"

@@ -167,7 +167,7 @@ def test_backoff_grows_and_gives_up_after_max_attempts(deliver, settings, stay):
     assert ChatMessage.objects.get(message_sid=data["MessageSid"]).forward_state == "permanent"
 
 
-@pytest.mark.parametrize("code", [21610, 50436])
+@pytest.mark.parametrize("code", [21211, 50436])
 def test_permanent_errors_are_recorded_with_their_code_and_not_retried(deliver, api_outbox, stay, code):
     LocmemBackend.fail_with = [ApiError("refused", code=code, status=400, transient=False)]
     data = payload(FIRST)
@@ -228,12 +228,12 @@ def test_status_shows_group_chat_failures(deliver, stay):
 def test_admin_shows_the_failure(admin_client, deliver, stay):
     from django.urls import reverse
 
-    LocmemBackend.fail_with = [ApiError("opted out", code=21610, status=400, transient=False)]
+    LocmemBackend.fail_with = [ApiError("too many participants", code=50436, status=400, transient=False)]
     data = payload(FIRST)
     deliver(data)
     customer = ChatConversation.objects.get(conversation_sid=data["ConversationSid"])
     page = admin_client.get(reverse("admin:testapp_chatconversation_change", args=[customer.pk]))
-    assert "21610" in page.content.decode() and "opted out" in page.content.decode()
+    assert "50436" in page.content.decode() and "too many participants" in page.content.decode()
 
 
 def test_retry_delay_is_capped():

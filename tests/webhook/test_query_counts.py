@@ -90,8 +90,22 @@ def test_a_queue_table_in_the_same_database(client, settings, in_transaction, ca
 
 
 def test_acknowledged_event_is_only_logged(client):
-    with Statements("ignored event (onDeliveryUpdated)"):
-        assert client.webhook(payload("onDeliveryUpdated")).status_code == 200
+    with Statements("ignored event (onParticipantAdded)"):
+        assert client.webhook(payload("onParticipantAdded_sms")).status_code == 200
+
+
+def test_delivery_receipt_costs_no_more_than_a_later_message(client):
+    # delivery INSERT; BEGIN; message SELECT ... FOR UPDATE; message UPDATE; delivery
+    # UPDATE; COMMIT. The same receipt again: no message UPDATE.
+    message = payload(FIRST, Author="ASSISTANT")
+    client.webhook(message)
+    receipt = payload("onDeliveryUpdated", ConversationSid=message["ConversationSid"],
+                      MessageSid=message["MessageSid"])
+    assert STATEMENTS["delivery receipt"] <= STATEMENTS["customer's next message"]
+    with Statements("delivery receipt"):
+        assert client.webhook(receipt).status_code == 200
+    with Statements("delivery receipt, the same again"):
+        assert client.webhook({**receipt, "RetryCount": "1"}).status_code == 200
 
 
 def test_counter_sees_transaction_control(client):

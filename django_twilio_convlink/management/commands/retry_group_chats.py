@@ -5,12 +5,13 @@ Run it from cron (every few minutes) when the task backend does not retry by its
 
     manage.py retry_group_chats                      # failed ones after their backoff, lost ones
     manage.py retry_group_chats --now                # ignore the backoff
-    manage.py retry_group_chats --include-permanent  # also those given up on
+    manage.py retry_group_chats --include-permanent  # also those given up on, or skipped
     manage.py retry_group_chats --dry-run            # list, do nothing
 
 Each message runs in the process, one after the other; one failure does not stop the
-rest. Permanent failures (opted out, too many participants, not +1) are left alone
-unless --include-permanent says otherwise.
+rest. Permanent failures (too many participants, not +1) and the messages skipped
+because their customer had opted out are left alone unless --include-permanent says
+otherwise; a customer still opted out is skipped again.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--now", action="store_true", help="Retry before the backoff ends.")
         parser.add_argument("--include-permanent", action="store_true",
-                            help="Also retry forwards given up on (after fixing credentials, say).")
+                            help="Also retry forwards given up on (after fixing credentials, say) "
+                                 "and those skipped while the customer was opted out.")
         parser.add_argument("--limit", type=row_limit, default=500,
                             help="At most this many messages (default 500).")
         parser.add_argument("--dry-run", action="store_true", help="List what would be retried.")
