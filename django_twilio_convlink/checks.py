@@ -16,7 +16,7 @@ from django.core import checks
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import models
 
-from .conf import DEFAULTS, SETTINGS_NAME, convlink_settings
+from .conf import DEFAULTS, SETTINGS_NAME, TWILIO_OPT_IN_KEYWORDS, TWILIO_OPT_OUT_KEYWORDS, convlink_settings
 from .events import ACCOUNT_SID
 from .phones import normalize_phone
 
@@ -316,6 +316,65 @@ def _signing_secrets() -> list[str]:
     if get_signature_algorithm is not None:
         keys.append("WEBHOOK_SHARED_KEYS")
     return [key for key in keys if convlink_settings.get(key)]
+
+
+def _keywords(key: str, errors: list) -> dict[str, str] | None:
+    """The words of the keyword setting ``key`` by their matching form (trimmed,
+    case-folded, as ``optouts`` compares them), or None after reporting E020."""
+    value = convlink_settings.get(key)
+    # Not any iterable: a string "STOP" would be read letter by letter, and a
+    # customer's "t" would opt them out. A blank word would match a blank message.
+    if not isinstance(value, list | tuple | set | frozenset):
+        bad = f"not {value!r}"
+    else:
+        wrong = [repr(word) for word in value if not isinstance(word, str) or not word.strip()]
+        if not wrong:
+            return {word.strip().casefold(): word.strip() for word in value}
+        bad = f"it holds {', '.join(wrong)}"
+    errors.append(_error(
+        f'{SETTINGS_NAME}["{key}"] must be a list of non-empty strings; {bad}.',
+        'Write a list of words, e.g. ["STOP", "ARRET"]; [] for none.', 20))
+    return None
+
+
+def _left_out(twilio_words: tuple[str, ...], site_words: dict[str, str]) -> list[str]:
+    return [word for word in twilio_words if word.casefold() not in site_words]
+
+
+@_registered()
+def check_opt_out_keywords(errors: list, warnings: list) -> None:
+    """The opt-out and opt-in keywords: lists of words (E020) that keep Twilio's own
+    (W009, W011), no word in both (W010)."""
+    opt_out = _keywords("OPT_OUT_KEYWORDS", errors)
+    opt_in = _keywords("OPT_IN_KEYWORDS", errors)
+    # Twilio's Advanced Opt-Out acts on its words whatever this setting says: a site
+    # list replaces the default, so a site adding "ARRET" can lose "STOP" with it.
+    if opt_out is not None and (missing := _left_out(TWILIO_OPT_OUT_KEYWORDS, opt_out)):
+        warnings.append(checks.Warning(
+            f'{SETTINGS_NAME}["OPT_OUT_KEYWORDS"] leaves out {", ".join(missing)}, which Twilio '
+            "acts on anyway: a customer who texts one is blocked by Twilio (every send refused "
+            "with error 21610), but the app still counts them opted in, so it keeps trying to send "
+            "to them and failing (in a group chat for good: a refusal there names no phone).",
+            hint="Add them to OPT_OUT_KEYWORDS (a list of your own replaces Twilio's: start it from "
+                 "django_twilio_convlink.conf.TWILIO_OPT_OUT_KEYWORDS), or silence "
+                 "twilio_convlink.W009 if your number does not use Twilio's opt-out handling.",
+            id="twilio_convlink.W009"))
+    if opt_out is not None and opt_in is not None and (both := [opt_in[w] for w in opt_in if w in opt_out]):
+        warnings.append(checks.Warning(
+            f'{SETTINGS_NAME}["OPT_OUT_KEYWORDS"] and ["OPT_IN_KEYWORDS"] both hold '
+            f"{', '.join(both)}: the app takes a message of any of them as an opt-out.",
+            hint="Remove each from the list it does not belong to.", id="twilio_convlink.W010"))
+    # The other way round is quieter and worse: nothing fails, the app just goes on
+    # skipping every forward to a customer Twilio lets texts reach again.
+    if opt_in is not None and (missing := _left_out(TWILIO_OPT_IN_KEYWORDS, opt_in)):
+        warnings.append(checks.Warning(
+            f'{SETTINGS_NAME}["OPT_IN_KEYWORDS"] leaves out {", ".join(missing)}, which Twilio '
+            "acts on anyway: a customer who texts one can receive texts again, but the app still "
+            "counts them opted out and skips every send to them until a person opts them back in.",
+            hint="Add them to OPT_IN_KEYWORDS (a list of your own replaces Twilio's: start it from "
+                 "django_twilio_convlink.conf.TWILIO_OPT_IN_KEYWORDS), or silence "
+                 "twilio_convlink.W011 if your number does not use Twilio's opt-out handling.",
+            id="twilio_convlink.W011"))
 
 
 def forged_counter_cache() -> tuple[str, str, str]:

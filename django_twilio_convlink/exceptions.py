@@ -80,3 +80,7 @@ class CustomerOptedOut(ApiError):
         super().__init__(f"{phone} has opted out of texts{reason}; nothing was sent.",
                          code=21610, transient=False)
         self.phone = phone
+
+    def __str__(self) -> str:
+        # Not "Twilio error 21610: ...": Twilio was not asked.
+        return self.message

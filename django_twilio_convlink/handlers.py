@@ -140,7 +140,7 @@ def _apply_receipt_event(event: ReceiptEvent, mark_processed: Callable[[], None]
                 conversation, _ = lock_conversation(event.conversation_sid, account_sid=event.account_sid)
                 check_account(conversation, event.account_sid)
             if event.status:
-                park(event)
+                park(event, origin=origin)
         else:
             conversation = message.conversation
             check_account(conversation, event.account_sid)

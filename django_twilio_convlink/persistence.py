@@ -262,6 +262,9 @@ def save_message_to_db(
         _changed(signals.message_received, message, conversation, origin)
         if receipts_waiting is not False:
             receipts.apply_waiting([message.message_sid], origin=origin)
+        if receipts.may_get_receipts(message, conversation):
+            # A receipt processed at this same moment cannot see this row yet.
+            receipts.settle_after_commit([message.message_sid], origin=origin, using=manager.db)
         for then in after_insert:
             then()
         return message, True

@@ -19,7 +19,8 @@ Receipts arrive retried, out of order, and before their message (``WaitingReceip
   and so does the same receipt twice; of two with the same time the further one
   stays (a failure, then ``read``, ``delivered``, ``sent``);
 * a receipt whose message is not stored yet waits in ``WaitingReceipt`` and is
-  applied when the message row appears (``apply_waiting``).
+  applied when the message row appears (``apply_waiting``), even when the two are
+  processed at the same moment (``settle_after_commit``).
 
 ``message_status_changed`` is sent after the commit when the summary (status or
 error code) changes. Nothing here opens a transaction: ``handlers`` owns it.
@@ -32,14 +33,15 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from django.db import connections
+from django.db import connections, transaction
 from django.utils import timezone
 
 from . import get_message_model, signals
 from .accounts import account_owner, may_skip_account_checks
-from .choices import OptOutMethod, ReceiptStatus
+from .choices import Direction, OptOutMethod, ReceiptStatus
+from .db import run_with_retries
 from .events import ReceiptEvent
-from .models import AbstractTwilioMessage, WaitingReceipt
+from .models import AbstractTwilioConversation, AbstractTwilioMessage, WaitingReceipt, unfinished_cutoff
 from .optouts import OPTED_OUT_ERROR, record_opt_out
 
 logger = logging.getLogger(__name__)
@@ -164,11 +166,49 @@ def lock_message(message_sid: str) -> AbstractTwilioMessage | None:
     return None
 
 
-def park(event: ReceiptEvent) -> None:
-    """Keep a receipt whose message is not stored yet, for ``apply_waiting``."""
+def park(event: ReceiptEvent, *, origin: str) -> None:
+    """Keep a receipt whose message is not stored yet, for ``apply_waiting``; look
+    again after the commit, for a message stored meanwhile (``settle_after_commit``)."""
     WaitingReceipt.objects.create(message_sid=event.message_sid, participant_sid=event.participant_sid,
                                   account_sid=event.account_sid, receipt=entry(event))
     logger.info("Receipt for %s arrived before its message; it waits for it", event.message_sid)
+    settle_after_commit([event.message_sid], origin=origin)
+
+
+def may_get_receipts(message: AbstractTwilioMessage, conversation: AbstractTwilioConversation) -> bool:
+    """Whether Twilio may send receipts for ``message``: ours (outbound: they go to
+    the customer's phone), or anyone's in a group chat (each goes to the other
+    phones). A customer's text in their own conversation reaches no other phone."""
+    return message.direction == Direction.OUTBOUND or conversation.is_group_chat
+
+
+def settle_after_commit(message_sids: list[str], *, origin: str, using: str | None = None) -> None:
+    """Once the current transaction commits, apply the receipts still waiting for
+    these messages whose rows exist by then.
+
+    Why after the commit: a receipt and its message can be in flight at once, each
+    transaction unable to see the other's uncommitted row, so the receipt waits and
+    the message's own look for waiting receipts finds none. Each side looks again
+    after its commit, and of two commits one is the later: its look sees the other's
+    row. The message side asks only for messages that may get receipts
+    (``may_get_receipts``): one SELECT, after the webhook's transaction.
+    """
+    def settle() -> None:
+        try:
+            if WaitingReceipt.objects.filter(message_sid__in=message_sids).exists():
+                run_with_retries(lambda: _apply_waiting_atomically(message_sids, origin),
+                                 what=f"applying waiting receipts of {', '.join(message_sids)}")
+        except Exception:
+            # The receipts stay waiting; the next look (the message's next receipt,
+            # its row's arrival) applies them. Nothing else must fail for it.
+            logger.exception("Could not apply the receipts waiting for %s", ", ".join(message_sids))
+
+    transaction.on_commit(settle, using=using)
+
+
+def _apply_waiting_atomically(message_sids: list[str], origin: str) -> None:
+    with transaction.atomic():
+        apply_waiting(message_sids, origin=origin)
 
 
 def apply_waiting(message_sids: Iterable[str], *, origin: str) -> int:
@@ -195,3 +235,14 @@ def apply_waiting(message_sids: Iterable[str], *, origin: str) -> int:
             applied += 1
     WaitingReceipt.objects.filter(pk__in=[w.pk for w in waiting if w.message_sid in messages]).delete()
     return applied
+
+
+def prune_waiting(older_than_days: int, *, dry_run: bool = False) -> int:
+    """Delete the receipts that have waited for their message more than
+    ``older_than_days``; returns how many (would) go."""
+    now = timezone.now()
+    # Even with --days 0, not one that may be waiting for a message being stored
+    # right now: a delivery that young is not unfinished yet either.
+    cutoff = min(now - datetime.timedelta(days=older_than_days), unfinished_cutoff(now))
+    old = WaitingReceipt.objects.filter(received_at__lt=cutoff)
+    return old.count() if dry_run else old.delete()[0]

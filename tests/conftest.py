@@ -35,7 +35,8 @@ def received():
     """The public signals a site's receivers get in this test (a ``Recorder``)."""
     recorder = Recorder()
     receivers = []
-    for name in (*MESSAGE_SIGNALS, "event_received", "delivery_failed"):
+    for name in (*MESSAGE_SIGNALS, "event_received", "delivery_failed", "message_status_changed",
+                 "customer_opted_out", "customer_opted_in"):
         receiver = recorder.receiver(name)
         getattr(signals, name).connect(receiver, weak=False)
         receivers.append((name, receiver))

@@ -209,8 +209,9 @@ def _record_sent(message: AbstractTwilioMessage, conversation: AbstractTwilioCon
         for copy in new:
             signals.send_after_commit(signals.message_received, Message, using=copy._state.db,
                                       message=copy, conversation=group, origin="group_chat")
-        # Twilio may report a copy delivered before this transaction stores it.
-        receipts.apply_waiting([c.message_sid for c in new], origin="group_chat")
+        if new:
+            # Twilio may report a copy delivered before this transaction stores it.
+            receipts.settle_after_commit([c.message_sid for c in new], origin="group_chat")
         Message._default_manager.filter(pk=message.pk).update(
             forward_state=ForwardState.SENT, forwarded_sid=sids[0], forward_retry_at=None, updated_at=now)
         Conversation._default_manager.filter(pk=conversation.pk).exclude(

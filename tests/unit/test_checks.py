@@ -125,6 +125,10 @@ PROBLEMS = [
     ({"MANAGER_PHONE": "call me maybe"}, "is not a phone number"),
     ({"SYSTEM_IDENTITIES": "night-desk"}, "must be a list"),
     ({"SYSTEM_IDENTITIES": ["+1 (555"]}, "looks like a phone number"),
+    ({"OPT_OUT_KEYWORDS": "STOP"}, "must be a list of non-empty strings"),
+    ({"OPT_OUT_KEYWORDS": ["ARRET"]}, "still counts them opted in"),
+    ({"OPT_IN_KEYWORDS": ["START", "YES", "STOP"]}, "both hold"),
+    ({"OPT_IN_KEYWORDS": ["START"]}, "still counts them opted out"),
 ]
 
 
@@ -234,3 +238,95 @@ def test_the_status_leaves_silenced_checks_out(settings):
     out = StringIO()
     call_command("check_twilio_status", "--detailed", stdout=out)
     assert "twilio_convlink.W001" not in out.getvalue()
+
+
+# --- Opt-out keywords: Twilio acts on its own words whatever the site lists ---------------
+
+KEYWORD_IDS = {"twilio_convlink.E020", "twilio_convlink.W009", "twilio_convlink.W010", "twilio_convlink.W011"}
+
+
+def test_the_default_keywords_are_quiet():
+    from django.conf import settings
+
+    assert "OPT_OUT_KEYWORDS" not in settings.TWILIO_CONVLINK  # the test site keeps the defaults
+    assert not KEYWORD_IDS & ids()
+
+
+@pytest.mark.parametrize(("opt_out", "opt_in"), [
+    # A site's list replaces Twilio's: one that starts from it and adds its own words.
+    (["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT", "ARRET"],
+     ["START", "YES", "UNSTOP", "OUI"]),
+    # Compared as the webhook matches messages: trimmed, in any case; a tuple is a list too.
+    ((" stop", "StopAll ", "unsubscribe", "cancel", "end", "quit", "revoke", "optout", "Arrêt"),
+     ("start", " Yes ", "unstop")),
+])
+def test_a_site_list_that_keeps_twilios_words_is_quiet(opt_out, opt_in):
+    assert not KEYWORD_IDS & ids(OPT_OUT_KEYWORDS=opt_out, OPT_IN_KEYWORDS=opt_in)
+
+
+@pytest.mark.parametrize(("changes", "expected"), [
+    # A string would be read letter by letter: a customer's "t" would opt them out.
+    ({"OPT_OUT_KEYWORDS": "STOP"}, "twilio_convlink.E020"),
+    ({"OPT_IN_KEYWORDS": "START"}, "twilio_convlink.E020"),
+    ({"OPT_OUT_KEYWORDS": None}, "twilio_convlink.E020"),
+    ({"OPT_OUT_KEYWORDS": {"STOP": True}}, "twilio_convlink.E020"),
+    # A blank word would make a blank message an opt-out.
+    ({"OPT_OUT_KEYWORDS": ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT",
+                           "  "]}, "twilio_convlink.E020"),
+    ({"OPT_IN_KEYWORDS": ["START", "YES", "UNSTOP", ""]}, "twilio_convlink.E020"),
+    ({"OPT_IN_KEYWORDS": ["START", "YES", "UNSTOP", 1]}, "twilio_convlink.E020"),
+    ({"OPT_OUT_KEYWORDS": ["ARRET"]}, "twilio_convlink.W009"),
+    ({"OPT_OUT_KEYWORDS": []}, "twilio_convlink.W009"),
+    ({"OPT_IN_KEYWORDS": ["start", "yes", "unstop", " STOP "]}, "twilio_convlink.W010"),
+    ({"OPT_IN_KEYWORDS": ["START", "YES"]}, "twilio_convlink.W011"),
+    # Twilio's START moved to the opt-out list: in both lists no longer, opted in by nothing.
+    ({"OPT_OUT_KEYWORDS": ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT",
+                           "START"], "OPT_IN_KEYWORDS": ["YES", "UNSTOP"]}, "twilio_convlink.W011"),
+])
+def test_each_keyword_mistake_has_its_id(changes, expected):
+    assert expected in ids(**changes)
+
+
+def test_a_missing_twilio_opt_out_word_is_named_with_error_21610():
+    from django.conf import settings
+    from django.test import override_settings
+
+    site = {**settings.TWILIO_CONVLINK, "OPT_OUT_KEYWORDS": ["stop", "cancel", "end", "optout", "ARRET"]}
+    with override_settings(TWILIO_CONVLINK=site):
+        [warning] = [m for m in check_settings() if m.id == "twilio_convlink.W009"]
+    assert "leaves out STOPALL, UNSUBSCRIBE, QUIT, REVOKE," in warning.msg
+    assert "ARRET" not in warning.msg and "CANCEL" not in warning.msg
+    assert "21610" in warning.msg and "keeps trying to send to them and failing" in warning.msg
+    assert "TWILIO_OPT_OUT_KEYWORDS" in warning.hint and "twilio_convlink.W009" in warning.hint
+
+
+def test_a_missing_twilio_opt_in_word_says_the_app_keeps_refusing():
+    from django.conf import settings
+    from django.test import override_settings
+
+    with override_settings(TWILIO_CONVLINK={**settings.TWILIO_CONVLINK, "OPT_IN_KEYWORDS": ["START"]}):
+        [warning] = [m for m in check_settings() if m.id == "twilio_convlink.W011"]
+    assert "leaves out YES, UNSTOP," in warning.msg and "skips every send" in warning.msg
+    assert "TWILIO_OPT_IN_KEYWORDS" in warning.hint and "twilio_convlink.W011" in warning.hint
+
+
+def test_a_word_in_both_lists_is_named_as_the_site_spelled_it():
+    from django.conf import settings
+    from django.test import override_settings
+
+    site = {**settings.TWILIO_CONVLINK, "OPT_IN_KEYWORDS": ["START", "YES", "UNSTOP", " Quit "]}
+    with override_settings(TWILIO_CONVLINK=site):
+        [warning] = [m for m in check_settings() if m.id == "twilio_convlink.W010"]
+    assert "both hold Quit:" in warning.msg and "as an opt-out" in warning.msg
+
+
+@pytest.mark.parametrize("changes", [{"OPT_OUT_KEYWORDS": "STOP"}, {"OPT_IN_KEYWORDS": ["START", ""]}])
+def test_a_keyword_setting_that_is_no_list_is_only_E020(changes):
+    # Its words cannot be compared with Twilio's or the other list's: no warning guesses.
+    from django.conf import settings
+    from django.test import override_settings
+
+    with override_settings(TWILIO_CONVLINK={**settings.TWILIO_CONVLINK, **changes}):
+        [error] = [m for m in check_settings() if m.id in KEYWORD_IDS]
+    assert error.id == "twilio_convlink.E020"
+    assert f'["{next(iter(changes))}"] must be a list of non-empty strings' in error.msg

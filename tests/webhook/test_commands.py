@@ -12,9 +12,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from django_twilio_convlink.models import WebhookDelivery
+from django_twilio_convlink.models import OptOut, WaitingReceipt, WebhookDelivery
 from tests.factories import ConversationFactory, GuestFactory, MessageFactory, ReservationFactory
-from tests.helpers import CUSTOMER, payload
+from tests.helpers import CUSTOMER, payload, sid
 from tests.testapp.models import ChatConversation
 
 pytestmark = pytest.mark.django_db
@@ -438,3 +438,157 @@ def test_each_demo_tenant_writes_about_their_own_apartment(tmp_path, fake_site, 
     assert apartment in form["Body"]
     if apartment != "Harbor View 4B":
         assert "4B" not in form["Body"]
+
+
+# --- Delivery receipts, opt-outs and receipts waiting for their message -----------------
+
+def ago(**delta) -> datetime.datetime:
+    return timezone.now() - datetime.timedelta(**delta)
+
+
+def failed(status: str, code: int | None, **delta) -> None:
+    MessageFactory(direction="outbound", delivery_status=status, delivery_error_code=code,
+                   delivery_updated_at=ago(**delta))
+
+
+def lines_of(out: str, start: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith(start)]
+
+
+def test_status_counts_the_failed_and_undelivered_messages_of_the_last_7_days():
+    failed("failed", 30007, days=1)
+    failed("failed", 30007, hours=2)
+    failed("undelivered", 30003, days=6, hours=23)
+    failed("failed", 12345, minutes=5)  # a code Twilio's meanings here do not list
+    failed("failed", None, minutes=1)  # failed with no code: counted, no code line
+    # Not counted: older than 7 days, or not a failure.
+    failed("failed", 30007, days=8)
+    failed("undelivered", 30005, days=7, hours=1)
+    failed("delivered", None, minutes=1)
+    failed("read", None, minutes=1)
+    MessageFactory()  # no receipt at all
+    out = run("check_twilio_status", "--detailed")
+    assert line_of(out, "Delivery receipts, last 7 days: ") == (
+        "Delivery receipts, last 7 days: failed 4, undelivered 1")
+    # The most common first, each with what it means.
+    assert lines_of(out, "Delivery error ") == [
+        "Delivery error 30007 (2 messages): Filtered by the carrier as spam.",
+        "Delivery error 12345 (1 message): see https://www.twilio.com/docs/api/errors/12345",
+        "Delivery error 30003 (1 message): Unreachable: the phone is off or out of coverage.",
+    ]
+
+
+def test_status_lists_the_five_most_common_delivery_errors():
+    for code, count in ((30001, 1), (30002, 2), (30003, 3), (30004, 1), (30005, 5), (30006, 1)):
+        for _ in range(count):
+            failed("undelivered", code, hours=1)
+    out = run("check_twilio_status", "--detailed")
+    assert line_of(out, "Delivery receipts, last 7 days: ") == (
+        "Delivery receipts, last 7 days: failed 0, undelivered 13")
+    assert [line.split(":")[0] for line in lines_of(out, "Delivery error ")] == [
+        "Delivery error 30005 (5 messages)", "Delivery error 30003 (3 messages)",
+        "Delivery error 30002 (2 messages)", "Delivery error 30001 (1 message)",
+        "Delivery error 30004 (1 message)"]
+
+
+def test_status_with_no_receipts_no_opt_outs_and_nothing_waiting():
+    out = run("check_twilio_status", "--detailed")
+    assert "=== Delivery Receipts and Opt-Outs ===" in out
+    assert line_of(out, "Delivery receipts, last 7 days: ") == (
+        "Delivery receipts, last 7 days: failed 0, undelivered 0")
+    assert lines_of(out, "Delivery error ") == []
+    assert line_of(out, "Customers opted out now: ") == (
+        "Customers opted out now: 0 (keyword 0, error 0, admin 0)")
+    assert line_of(out, "Receipts waiting for their message: ") == "Receipts waiting for their message: 0"
+
+
+def test_status_counts_the_customers_opted_out_now():
+    OptOut.objects.create(phone="+14155550101", opted_out_at=ago(days=3), method="keyword", detail="STOP")
+    OptOut.objects.create(phone="+14155550102", opted_out_at=ago(days=2), method="keyword", detail="QUIT")
+    OptOut.objects.create(phone="+14155550103", opted_out_at=ago(days=1), method="error", detail="21610")
+    # Opted back in: on record, not opted out.
+    OptOut.objects.create(phone="+14155550104", opted_out_at=ago(days=9), method="admin",
+                          opted_in_at=ago(days=8), opted_in_method="keyword", opted_in_detail="START")
+    out = run("check_twilio_status", "--detailed")
+    assert line_of(out, "Customers opted out now: ") == (
+        "Customers opted out now: 3 (keyword 2, error 1, admin 0)")
+
+
+def waiting_receipt(**age) -> WaitingReceipt:
+    receipt = WaitingReceipt.objects.create(
+        message_sid=sid("IM"), participant_sid=sid("MB"), account_sid="AC0123456789abcdef0123456789abcdef",
+        receipt={"status": "delivered", "error_code": None, "updated": timezone.now().isoformat(),
+                 "receipt_sid": sid("DY")})
+    WaitingReceipt.objects.filter(pk=receipt.pk).update(received_at=ago(**age))
+    receipt.refresh_from_db()  # read back, not recomputed: a minute may turn between the two
+    return receipt
+
+
+def test_status_counts_the_receipts_waiting_for_their_message_with_the_oldest():
+    oldest = waiting_receipt(days=3, hours=1)
+    waiting_receipt(hours=5)
+    waiting_receipt(seconds=1)
+    line = line_of(run("check_twilio_status", "--detailed"), "Receipts waiting for their message: ")
+    assert line.startswith(f"Receipts waiting for their message: 3, the oldest for 3 days "
+                           f"(since {oldest.received_at:%Y-%m-%d %H:%M}); its message was never stored")
+    assert "REST API" in line
+
+
+def test_a_receipt_waiting_a_moment_is_not_called_lost():
+    waiting = waiting_receipt(seconds=30)
+    line = line_of(run("check_twilio_status", "--detailed"), "Receipts waiting for their message: ")
+    assert line == (f"Receipts waiting for their message: 1, the oldest for 0 minutes "
+                    f"(since {waiting.received_at:%Y-%m-%d %H:%M})")
+
+
+def test_detailed_status_queries_do_not_grow_with_the_rows():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            run("check_twilio_status", "--detailed")
+        return len(captured)
+
+    def add(first: int, last: int) -> None:
+        for i in range(first, last):
+            failed("failed" if i % 2 else "undelivered", 30000 + i, hours=1)
+            OptOut.objects.create(phone=f"+1415555{i:04d}", opted_out_at=ago(days=1),
+                                  method=("keyword", "error", "admin")[i % 3])
+            waiting_receipt(hours=i)
+
+    add(0, 1)
+    few = queries()
+    add(1, 30)
+    assert queries() == few
+
+
+def test_prune_deletes_receipts_waiting_longer_than_the_retention():
+    waiting_receipt(days=29, hours=23)
+    waiting_receipt(days=30, hours=1)
+    waiting_receipt(days=400)
+    out = run("prune_twilio_webhooks", "--dry-run")
+    assert "Would delete 0 deliveries older than 30 days." in out
+    assert "Would delete 2 waiting receipts older than 30 days." in out
+    assert WaitingReceipt.objects.count() == 3
+    assert "Deleted 2 waiting receipts older than 30 days." in run("prune_twilio_webhooks")
+    [kept] = WaitingReceipt.objects.all()
+    assert timezone.now() - kept.received_at < datetime.timedelta(days=30)
+
+
+def test_prune_keeps_waiting_receipts_as_long_as_the_retention_setting(settings):
+    waiting_receipt(days=3)
+    waiting_receipt(days=1)
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "DELIVERY_RETENTION_DAYS": 2}
+    assert "Deleted 1 waiting receipt older than 2 days." in run("prune_twilio_webhooks")
+    assert WaitingReceipt.objects.count() == 1
+    assert "Deleted 1 waiting receipt older than 0 days." in run("prune_twilio_webhooks", "--days", "0")
+    assert not WaitingReceipt.objects.exists()
+
+
+def test_prune_days_0_spares_a_receipt_whose_message_may_be_committing_now():
+    waiting_receipt(seconds=5)
+    waiting_receipt(minutes=10)
+    assert "Deleted 1 waiting receipt older than 0 days." in run("prune_twilio_webhooks", "--days", "0")
+    [kept] = WaitingReceipt.objects.all()
+    assert timezone.now() - kept.received_at < datetime.timedelta(minutes=1)

@@ -53,7 +53,9 @@ def test_first_customer_message_with_booking_found(client):
     ("+14155550142", "customer's next message"), ("+15612205252", "manager reply"),
     ("ASSISTANT", "assistant message")])
 def test_later_message(client, author, case):
-    # delivery INSERT; SELECT; BEGIN; message INSERT; delivery UPDATE; COMMIT.
+    # delivery INSERT; SELECT; BEGIN; message INSERT; delivery UPDATE; COMMIT; and for
+    # the system side's messages, which get delivery receipts, the SELECT of receipts
+    # that arrived meanwhile.
     client.webhook(payload(FIRST))
     with Statements(case):
         assert client.webhook(payload(FIRST, Author=author, Index="1")).status_code == 200

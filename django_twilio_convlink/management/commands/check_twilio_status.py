@@ -3,14 +3,17 @@
 Usage examples::
 
     manage.py check_twilio_status
-    manage.py check_twilio_status --detailed    # + unlinked conversations, webhook URL, settings problems
+    manage.py check_twilio_status --detailed    # + unlinked conversations, receipts, opt-outs,
+                                                # webhook URL, settings problems
 
 Counts come from two aggregate queries whatever the table sizes; --detailed adds one
-query for the link methods and one for the unlinked list (capped by --limit).
+query for the link methods and one for the unlinked list (capped by --limit), and a
+constant number of aggregates for the rest.
 """
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 from django.core import checks
@@ -18,11 +21,14 @@ from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandParser
 from django.db.models import Count, Min, Q
 from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
 
 from ... import get_conversation_model, get_message_model
+from ...choices import DeliveryStatus, Direction, ForwardState, OptOutMethod
 from ...conf import convlink_settings
 from ...linking import unindexed_bookings
-from ...models import DeliveryStatus, Direction, ForwardState, WebhookDelivery, incomplete
+from ...models import OptOut, WaitingReceipt, WebhookDelivery, incomplete
+from ...receipts import FAILURES, error_meaning
 from ...signature import forged_today
 from ..options import from_keyword, row_limit
 
@@ -31,10 +37,23 @@ DELIVERY_LABELS = {DeliveryStatus.RECEIVED.value: "waiting to be processed"}
 # The counts are a comma-separated list: no label may hold a comma ("Failed, will be
 # retried" is the model's label, made for the admin).
 FORWARD_LABELS = {ForwardState.FAILED.value: "failed (will be retried)"}
+# How far back the failed and undelivered messages are counted: recent enough to be
+# today's problem, long enough to cover a weekend nobody looked.
+RECEIPT_DAYS = 7
+# How many of the most common delivery error codes are listed.
+RECEIPT_ERRORS = 5
 
 
 def percent(part: int, whole: int) -> str:
     return f"{(100.0 * part / whole) if whole else 0.0:.1f}%"
+
+
+def age(seconds: float) -> str:
+    """A duration in its largest whole unit: "3 days", "1 hour", "0 minutes"."""
+    unit, size = next(((unit, size) for unit, size in (("day", 86400), ("hour", 3600)) if seconds >= size),
+                      ("minute", 60))
+    count = int(seconds // size)
+    return f"{count} {unit}{'' if count == 1 else 's'}"
 
 
 class Command(BaseCommand):
@@ -78,6 +97,50 @@ class Command(BaseCommand):
         line = (f"Forged or unsigned requests refused today: {forged_today()} "
                 f'(counted in the "{alias}" cache, {backend})')
         return f"{line}; not to be trusted: {problem}" if problem else line
+
+    def write_receipts_and_opt_outs(self) -> None:
+        """Three aggregate queries, whatever the table sizes."""
+        write = self.stdout.write
+        write("")
+        write("=== Delivery Receipts and Opt-Outs ===")
+        now = timezone.now()
+        # One row per (status, error code): a handful, however many messages failed.
+        failures = list(get_message_model()._default_manager
+                        .filter(delivery_status__in=FAILURES,
+                                delivery_updated_at__gte=now - datetime.timedelta(days=RECEIPT_DAYS))
+                        .values_list("delivery_status", "delivery_error_code")
+                        .annotate(n=Count("pk")).order_by())
+        by_status = {status.value: sum(n for s, _, n in failures if s == status) for status in FAILURES}
+        by_code: dict[int, int] = {}
+        for _, code, n in failures:
+            if code is not None:
+                by_code[code] = by_code.get(code, 0) + n
+        write(f"Delivery receipts, last {RECEIPT_DAYS} days: "
+              + ", ".join(f"{status} {n}" for status, n in by_status.items()))
+        # Each on its own line: Twilio's meanings hold commas and colons.
+        for code, n in sorted(by_code.items(), key=lambda item: (-item[1], item[0]))[:RECEIPT_ERRORS]:
+            write(f"Delivery error {code} ({n} message{'' if n == 1 else 's'}): "
+                  + (error_meaning(code) or f"see https://www.twilio.com/docs/api/errors/{code}"))
+
+        opted_out = Q(opted_in_at__isnull=True)
+        optouts = OptOut.objects.aggregate(total=Count("pk", filter=opted_out), **{
+            method.value: Count("pk", filter=opted_out & Q(method=method.value)) for method in OptOutMethod})
+        write(f"Customers opted out now: {optouts['total']} ("
+              + ", ".join(f"{method.value} {optouts[method.value]}" for method in OptOutMethod) + ")")
+
+        waiting = WaitingReceipt.objects.aggregate(n=Count("pk"), oldest=Min("received_at"))
+        line = f"Receipts waiting for their message: {waiting['n']}"
+        if waiting["oldest"]:
+            waited = (now - waiting["oldest"]).total_seconds()
+            line += f", the oldest for {age(waited)} (since {waiting['oldest']:%Y-%m-%d %H:%M})"
+            # A receipt waits for the moment between Twilio's send and the message's
+            # commit; one still waiting after a delivery would be called unfinished
+            # waits for a row that is not coming.
+            if waited > convlink_settings.DELIVERY_UNFINISHED_AFTER:
+                line += ("; its message was never stored: its delivery failed, never finished or "
+                         "never came (see the deliveries below), or it was sent through the REST API, "
+                         "which fires no webhook")
+        write(line)
 
     def write_details(self, Conversation: Any, limit: int) -> None:
         write = self.stdout.write
@@ -128,6 +191,8 @@ class Command(BaseCommand):
             when = f"retry at {retry_at:%Y-%m-%d %H:%M}" if retry_at else "not retried"
             write(f"{sid}  phone={phone or '(unknown)'}  code={code or '-'}  attempts={attempts}  "
                   f"{when}: {error}")
+
+        self.write_receipts_and_opt_outs()
 
         write("")
         write("=== Webhook ===")

@@ -1,4 +1,5 @@
-"""Delete old webhook deliveries from the log.
+"""Delete old webhook deliveries from the log, and receipts that waited as long for
+their message.
 
 Usage examples::
 
@@ -8,7 +9,9 @@ Usage examples::
     manage.py prune_twilio_webhooks --dry-run
 
 Run it daily from cron. Failed deliveries are kept unless asked: they are the ones
-still waiting for a replay.
+still waiting for a replay. A receipt still waiting for its message after the same
+retention waits for a message that was never stored (sent through the REST API, which
+fires no webhook, or its delivery was lost): it goes, failed deliveries or not.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...conf import convlink_settings
 from ...deliveries import prune
+from ...receipts import prune_waiting
 
 # A century: no delivery in the log is older, so a longer retention keeps the same rows.
 # Past about 740,000 days the cutoff would fall before year 1 (an OverflowError), and
@@ -27,7 +31,8 @@ MAX_DAYS = 36500
 
 
 class Command(BaseCommand):
-    help = "Delete processed (and rejected) webhook deliveries older than the retention period."
+    help = ("Delete processed (and rejected) webhook deliveries, and receipts still waiting for their "
+            "message, older than the retention period.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--days", type=int,
@@ -45,3 +50,7 @@ class Command(BaseCommand):
         count = prune(days, include_failed=include_failed, dry_run=dry_run)
         verb = "Would delete" if dry_run else "Deleted"
         self.stdout.write(f"{verb} {count} deliver{'y' if count == 1 else 'ies'} older than {days} days.")
+        waiting = prune_waiting(days, dry_run=dry_run)
+        receipts = "receipt" if waiting == 1 else "receipts"
+        self.stdout.write(f"{verb} {waiting} waiting {receipts} older than {days} days.")
+
