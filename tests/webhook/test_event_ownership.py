@@ -334,3 +334,35 @@ def test_a_shared_key_speaks_for_the_main_account(subaccount, shared_key, main_m
     call_command("replay_twilio_webhooks", str(refused.pk), stdout=out, stderr=StringIO())
     assert "1 malformed" in out.getvalue()
     assert ChatMessage.objects.filter(message_sid=intruder["MessageSid"]).count() == 0
+
+
+def test_subaccount_cannot_mark_a_main_account_message_delivered(subaccount, main_message):
+    forged = payload("onDeliveryUpdated", AccountSid=SUBACCOUNT, MessageSid=main_message.message_sid,
+                     ConversationSid=main_message.conversation.conversation_sid, Status="failed",
+                     ErrorCode="30007")
+    assert_refused(subaccount.webhook(forged), 403, "may not change conversation")
+    main_message.refresh_from_db()
+    assert main_message.delivery_status == "" and main_message.delivery_receipts == {}
+
+
+def test_subaccount_receipt_waiting_in_a_main_account_conversation_is_refused(subaccount, main_message):
+    from django_twilio_convlink.models import WaitingReceipt
+
+    forged = payload("onDeliveryUpdated", AccountSid=SUBACCOUNT, MessageSid=sid("IM"),
+                     ConversationSid=main_message.conversation.conversation_sid)
+    assert_refused(subaccount.webhook(forged), 403, "may not change conversation")
+    assert not WaitingReceipt.objects.exists()
+
+
+def test_subaccount_receipt_naming_no_conversation_is_dropped_when_its_message_comes(
+        twilio_client, subaccount, main_message):
+    from django_twilio_convlink.models import WaitingReceipt
+
+    later = payload(FIRST, Author="ASSISTANT", Index="1",
+                    ConversationSid=main_message.conversation.conversation_sid)
+    forged = payload("onDeliveryUpdated", AccountSid=SUBACCOUNT, MessageSid=later["MessageSid"])
+    del forged["ConversationSid"]
+    assert subaccount.webhook(forged).status_code == 200  # it names nothing it may not write
+    assert twilio_client.webhook(later).status_code == 200
+    assert ChatMessage.objects.get(message_sid=later["MessageSid"]).delivery_status == ""
+    assert not WaitingReceipt.objects.exists()
