@@ -13,7 +13,9 @@ The modules, in the order a webhook meets them:
   log: each delivery's outcome logged and recorded, replay), ``accounts`` (which
   account may write a conversation);
 * ingest: ``handlers`` (one transaction per event, the account rule applied),
-  ``persistence`` (conversations and messages stored once; ``register_insert_step``);
+  ``persistence`` (conversations and messages stored once; ``register_insert_step``),
+  ``receipts`` (delivery receipts, the message's summary status) and ``optouts``
+  (STOP and START, the check every send makes);
 * ``linking`` (a package: bookings, phone_index, lookup, rules, batch; ``booking_lookup``
   keeps the README's import path of its lookup) and ``receivers`` (the site's booking
   saves, wired to it);
