@@ -3,8 +3,14 @@
     admin.site.register(TwilioConversation, ConversationAdmin)
     admin.site.register(TwilioMessage, MessageAdmin)
 
-Nothing is registered here: the app cannot know the site's concrete models, and
-registering for them would take that choice away from the site.
+The site's models are not registered here: the app cannot know them, and registering
+for them would take that choice away from the site. The app's own models are (the
+delivery log, the opt-outs).
+
+What a property manager asks of these pages, they answer without a click: whether each
+text we sent arrived (and if not, why, in words), and whether a customer may be texted
+at all. Opting a customer out or back in by hand goes through ``optouts`` like any
+other opt-out (its signal, its log line) and is also written to the admin's history.
 
 The lists are meant to be read at 1280 pixels with the admin's navigation and filter
 sidebars open, which leaves about 630 pixels for the table: few columns, SIDs shortened
@@ -14,34 +20,56 @@ to their ends (the full SID in the title, shown on hover), and the CSS in
 
 from __future__ import annotations
 
+import datetime
+import logging
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from django import forms
 from django.contrib import admin, messages
-from django.db.models import Q, QuerySet
-from django.http import HttpRequest
+from django.contrib.admin.utils import display_for_value
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest, HttpResponse
+from django.urls import NoReverseMatch, reverse
+from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
 from django.utils.safestring import SafeString, mark_safe
+from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from . import get_message_model
+from . import get_conversation_model, get_message_model
+from .choices import Direction, OptOutMethod, ReceiptStatus
 from .deliveries import replay
 from .linking import link_manually, manual_link_saved, update_conversation_links
-from .models import LinkMethod, WebhookDelivery, incomplete
+from .models import LinkMethod, OptOut, WebhookDelivery, incomplete
+from .optouts import OPTED_OUT_ERROR, opt_in, opt_out
 from .phones import normalize_phone
-from .templatetags.convlink_admin import attachments
+from .receipts import FAILURES
+from .templatetags.convlink_admin import (
+    attachments,
+    delivery,
+    delivery_label,
+    delivery_reason,
+    delivery_status,
+)
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
 
-    # The mixin goes before admin.ModelAdmin in a ModelAdmin's bases; for the type
-    # checker, that is its base (its super() calls are ModelAdmin's).
-    _PhoneSearchBase = admin.ModelAdmin
+    # The mixins go before admin.ModelAdmin in a ModelAdmin's bases; for the type
+    # checker, that is their base (their super() and self calls are ModelAdmin's).
+    _ModelAdminMixinBase = admin.ModelAdmin
 else:
-    _PhoneSearchBase = object
+    _ModelAdminMixinBase = object
+
+logger = logging.getLogger(__name__)
 
 CHANGE_LIST_TEMPLATE = "django_twilio_convlink/admin/change_list.html"
+CHANGE_FORM_TEMPLATE = "django_twilio_convlink/admin/change_form.html"
 
 
 def short_sid(sid: str) -> SafeString | str:
@@ -64,7 +92,7 @@ def truncated(text: str, length: int) -> SafeString | str:
     return format_html('<span title="{}">{}…</span>', text, text[:length - 1].rstrip())
 
 
-class PhoneSearchMixin(_PhoneSearchBase):
+class PhoneSearchMixin(_ModelAdminMixinBase):
     """Search terms typed as a phone number also match the E.164 form the app stores.
 
     The admin's own search splits "(415) 555-0111" into words and finds nothing in a
@@ -117,6 +145,220 @@ class NeedsReplayFilter(admin.SimpleListFilter):
         return queryset
 
 
+class DeliveryFilter(admin.SimpleListFilter):
+    title = _("delivery")
+    parameter_name = "delivery"
+    NOT_DELIVERED, NO_RECEIPT = "not_delivered", "none"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, StrOrPromise]]:
+        return [(self.NOT_DELIVERED, _("Not delivered (failed or undelivered)")),
+                *ReceiptStatus.choices, (self.NO_RECEIPT, _("Our texts without a receipt yet"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        if value == self.NOT_DELIVERED:
+            return queryset.filter(delivery_status__in=FAILURES)
+        if value == self.NO_RECEIPT:
+            # Ours only: a customer's text in their own conversation never gets one.
+            return queryset.filter(delivery_status="", direction=Direction.OUTBOUND)
+        if value in ReceiptStatus.values:
+            return queryset.filter(delivery_status=value)
+        return queryset
+
+
+def customer_opted_out() -> Exists:
+    """Whether a conversation's customer phone is opted out now: a subquery of the
+    list's own statement, not a query per row."""
+    return Exists(OptOut.objects.filter(phone=OuterRef("customer_phone"), opted_in_at=None))
+
+
+class OptedOutFilter(admin.SimpleListFilter):
+    title = _("texts")
+    parameter_name = "opted_out"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, StrOrPromise]]:
+        return [("yes", _("Customer opted out")), ("no", _("Customer not opted out"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.filter(customer_opted_out())
+        if self.value() == "no":
+            return queryset.filter(~customer_opted_out())
+        return queryset
+
+
+class OptOutMethodFilter(admin.SimpleListFilter):
+    # The field's own filter would be titled "By opted out by".
+    title = _("how they opted out")
+    parameter_name = "method"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, StrOrPromise]]:
+        return list(OptOutMethod.choices)
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() in OptOutMethod.values:
+            return queryset.filter(method=self.value())
+        return queryset
+
+
+class OptOutStateFilter(admin.SimpleListFilter):
+    title = _("state")
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, StrOrPromise]]:
+        return [("out", _("Opted out")), ("in", _("Opted back in"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() in ("out", "in"):
+            return queryset.filter(opted_in_at__isnull=self.value() == "out")
+        return queryset
+
+
+def admin_url(admin_site: admin.AdminSite, model: Any, view: str, *args: Any, **query: str) -> str:
+    """The URL of ``model``'s ``view`` page in ``admin_site``, "" when the site does not
+    register the model there."""
+    opts = model._meta
+    try:
+        url = reverse(f"{admin_site.name}:{opts.app_label}_{opts.model_name}_{view}", args=args,
+                      current_app=admin_site.name)
+    except NoReverseMatch:
+        return ""
+    return f"{url}?{urlencode(query)}" if query else url
+
+
+def _when(moment: datetime.datetime) -> str:
+    return formats.date_format(timezone.localtime(moment), "DATETIME_FORMAT")
+
+
+def how_opted_out(row: OptOut) -> StrOrPromise:
+    """How ``row``'s phone opted out, in a manager's words ("texted STOP")."""
+    if row.method == OptOutMethod.KEYWORD:
+        return (_("texted %(keyword)s") % {"keyword": row.detail} if row.detail
+                else _("texted an opt-out word"))
+    if row.method == OptOutMethod.ERROR:
+        return _("Twilio refused a text to them, error %(code)s") % {"code": row.detail or OPTED_OUT_ERROR}
+    return _("by hand: %(note)s") % {"note": row.detail} if row.detail else _("by hand")
+
+
+def how_opted_in(row: OptOut) -> StrOrPromise:
+    if row.opted_in_method == OptOutMethod.KEYWORD:
+        return (_("texted %(keyword)s") % {"keyword": row.opted_in_detail} if row.opted_in_detail
+                else _("texted an opt-in word"))
+    return _("by hand: %(note)s") % {"note": row.opted_in_detail} if row.opted_in_detail else _("by hand")
+
+
+def opt_out_state(row: OptOut | None) -> StrOrPromise:
+    """A phone's opt-out state in one sentence."""
+    if row is None:
+        return _("Can be texted.")
+    if row.is_opted_out:
+        return _("Opted out of texts since %(when)s (%(how)s).") % {
+            "when": _when(row.opted_out_at), "how": how_opted_out(row)}
+    assert row.opted_in_at is not None
+    return _("Opted back in on %(when)s (%(how)s); had opted out on %(before)s (%(how_before)s).") % {
+        "when": _when(row.opted_in_at), "how": how_opted_in(row),
+        "before": _when(row.opted_out_at), "how_before": how_opted_out(row)}
+
+
+def opt_out_notice(row: OptOut | None) -> SafeString | str:
+    """The banner above a conversation whose customer opted out (or did, and back in)."""
+    if row is None:
+        return ""
+    if not row.is_opted_out:
+        # Twilio lifts its own block only when the customer texts START: a person
+        # opting them back in here does not make texts to a phone that texted STOP arrive.
+        by_hand_after_stop = row.method != OptOutMethod.ADMIN and row.opted_in_method == OptOutMethod.ADMIN
+        still_blocked = (_("They had texted STOP: Twilio itself refuses texts to them until they text START.")
+                         if by_hand_after_stop else "")
+        return format_html('<div class="convlink-notice"><strong>{}</strong> {} {}</div>',
+                           _("Texts allowed again."), opt_out_state(row), still_blocked)
+    until = (_("Until someone opts them back in (the action “Opt the customer back in to texts” "
+               "in the conversation list),") if row.method == OptOutMethod.ADMIN
+             else _("Until they text START,"))
+    return format_html(
+        '<div class="convlink-notice convlink-notice-opted-out" role="alert">'
+        '<strong>{}</strong> {} {} {}</div>',
+        _("This customer opted out of texts."),
+        _("Since %(when)s (%(how)s).") % {"when": _when(row.opted_out_at), "how": how_opted_out(row)}, until,
+        _("nothing is sent to %(phone)s and their texts are not copied into the group chat (they are "
+          "still saved here).") % {"phone": row.phone})
+
+
+class OptOutActionsMixin(_ModelAdminMixinBase):
+    """The admin's two actions that change whether customers may be texted, for the
+    conversation list and the opt-out list: through ``optouts`` (its signal and log
+    line, as for any opt-out), written to the admin history of the opt-out and of
+    each selected object, and logged with the user's name.
+
+    They take the opt-out model's change permission, not the selected rows': they
+    write opt-outs. ``opt_out_phones`` says which phone each selected object stands for.
+    """
+
+    def has_opt_out_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(f"{OptOut._meta.app_label}.change_{OptOut._meta.model_name}")
+
+    def opt_out_phones(self, queryset: QuerySet) -> list[tuple[Any, str]]:
+        """(object, phone) of each selected object; a blank phone when it has none."""
+        raise NotImplementedError
+
+    @admin.action(description=_("Opt the customer out of texts"), permissions=["opt_out"])
+    def opt_out_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._change_opt_outs(request, queryset, opt_out, _("opted out of texts"),
+                              _("Already opted out, nothing changed"))
+
+    @admin.action(description=_("Opt the customer back in to texts"), permissions=["opt_out"])
+    def opt_in_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._change_opt_outs(request, queryset, opt_in, _("opted back in to texts"),
+                              _("Not opted out, nothing changed"))
+
+    def _change_opt_outs(self, request: HttpRequest, queryset: QuerySet, change: Callable[..., bool],
+                         done: StrOrPromise, already: StrOrPromise) -> None:
+        selected = self.opt_out_phones(queryset)
+        phones = {phone: normalize_phone(phone) for _obj, phone in selected if phone}
+        wanted = list(dict.fromkeys(normalized for normalized in phones.values() if normalized))
+        # An opt-in by a person does not lift Twilio's own block of a phone that texted
+        # STOP (or was refused with 21610): the manager must hear it.
+        blocked = set() if change is opt_out else set(
+            OptOut.objects.filter(phone__in=wanted, opted_in_at=None).exclude(method=OptOutMethod.ADMIN)
+            .values_list("phone", flat=True))
+        changed = [phone for phone in wanted if change(phone, how=OptOutMethod.ADMIN, origin="admin")]
+        user = request.user.get_username()
+        for phone in changed:
+            logger.info("%s %s in the admin by %s", phone, done, user)
+            entry = _("%(phone)s %(done)s.") % {"phone": phone, "done": done}
+            for obj, selected_phone in selected:
+                if phones.get(selected_phone) == phone and not isinstance(obj, OptOut):
+                    self.log_change(request, obj, entry)
+        for row in OptOut.objects.filter(phone__in=changed):
+            self.log_change(request, row, _("%(phone)s %(done)s.") % {"phone": row.phone, "done": done})
+        self._report_opt_outs(request, selected, phones, changed, blocked, done, already)
+
+    def _report_opt_outs(self, request: HttpRequest, selected: list[tuple[Any, str]],
+                         phones: dict[str, str | None], changed: list[str], blocked: set[str],
+                         done: StrOrPromise, already: StrOrPromise) -> None:
+        unchanged = [phone for phone in dict.fromkeys(phones.values()) if phone and phone not in changed]
+        if changed:
+            self.message_user(request, ngettext(
+                "%(count)d customer %(done)s: %(phones)s.", "%(count)d customers %(done)s: %(phones)s.",
+                len(changed)) % {"count": len(changed), "done": done, "phones": ", ".join(changed)},
+                messages.SUCCESS)
+        if unchanged:
+            self.message_user(request, f"{already}: {', '.join(unchanged)}.", messages.WARNING)
+        if stop := [phone for phone in changed if phone in blocked]:
+            self.message_user(request, _(
+                "%(phones)s had texted STOP: Twilio itself keeps refusing texts to them until they "
+                "text START.") % {"phones": ", ".join(stop)}, messages.WARNING)
+        no_phone = sum(1 for _obj, phone in selected if not phone)
+        if no_phone:
+            self.message_user(request, ngettext(
+                "Skipped %(count)d conversation without a customer phone.",
+                "Skipped %(count)d conversations without a customer phone.", no_phone) % {"count": no_phone},
+                messages.WARNING)
+        if invalid := [phone for phone, normalized in phones.items() if normalized is None]:
+            self.message_user(request, _("Skipped, not a phone number: %(values)s.") % {
+                "values": ", ".join(invalid)}, messages.WARNING)
+
+
 class MessageInline(admin.TabularInline):
     # ``model`` is set per site in ConversationAdmin.get_inline_instances: the concrete
     # message model is only known from settings at run time.
@@ -138,23 +380,24 @@ LINK_METHOD_SHORT = {LinkMethod.AUTOMATIC: _("automatic"), LinkMethod.RETROACTIV
                      LinkMethod.MANUAL: _("manual")}
 
 
-class ConversationAdmin(PhoneSearchMixin, admin.ModelAdmin):
+class ConversationAdmin(OptOutActionsMixin, PhoneSearchMixin, admin.ModelAdmin):
     list_display = ("conversation_label", "booking", "apartment", "link", "created_at")
-    list_filter = (LinkedFilter, "link_method", "is_group_chat", "state")
+    list_filter = (LinkedFilter, OptedOutFilter, "link_method", "is_group_chat", "state")
     search_fields = ("conversation_sid", "customer_phone", "friendly_name")
     phone_search_lookups = ("customer_phone",)
     change_list_template = CHANGE_LIST_TEMPLATE
+    change_form_template = CHANGE_FORM_TEMPLATE
     list_select_related = ("booking", "apartment")
     raw_id_fields = ("booking", "apartment")
-    readonly_fields = ("conversation_sid", "link_method", "linked_at", "booking_lookup_at",
+    readonly_fields = ("texts", "conversation_sid", "link_method", "linked_at", "booking_lookup_at",
                        "date_created", "created_at", "updated_at", "is_group_chat", "group_chat",
                        "group_chat_error", "group_chat_error_code", "group_chat_attempts",
                        "group_chat_retry_at")
     date_hierarchy = "created_at"
-    actions = ["relink_selected"]
+    actions = ["relink_selected", "opt_out_selected", "opt_in_selected"]
     fieldsets = (
         (None, {"fields": ("conversation_sid", "friendly_name", "unique_name", "state",
-                           "customer_phone")}),
+                           "customer_phone", "texts")}),
         (_("Link"), {"fields": ("booking", "apartment", "link_method", "linked_at",
                                 "booking_lookup_at")}),
         (_("Group chat"), {"fields": ("is_group_chat", "group_chat", "group_chat_error",
@@ -173,8 +416,42 @@ class ConversationAdmin(PhoneSearchMixin, admin.ModelAdmin):
         if label == obj.conversation_sid:
             return short_sid(obj.conversation_sid)
         kind = _("group chat") if obj.is_group_chat else ""
-        return format_html("{}{}", label, secondary(format_html_join(
+        opted_out = format_html(' <span class="convlink-badge convlink-badge-opted-out" title="{}">{}</span>',
+                                _("Opted out of texts: nothing is sent to this customer."), _("Opted out")
+                                ) if getattr(obj, "customer_opted_out", False) else ""
+        return format_html("{}{}{}", label, opted_out, secondary(format_html_join(
             " · ", "{}", ((part,) for part in (kind, short_sid(obj.conversation_sid)) if part))))
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).annotate(customer_opted_out=customer_opted_out())
+
+    def opt_out_of(self, obj: Any) -> OptOut | None:
+        """The opt-out record of ``obj``'s customer, read once per page."""
+        if "_convlink_opt_out" not in obj.__dict__:
+            phone = normalize_phone(obj.customer_phone)
+            obj.__dict__["_convlink_opt_out"] = OptOut.objects.filter(phone=phone).first() if phone else None
+        return obj.__dict__["_convlink_opt_out"]
+
+    @admin.display(description=_("texts"))
+    def texts(self, obj: Any) -> StrOrPromise:
+        if obj is None or not obj.customer_phone:
+            return _("No customer phone known.")
+        row = self.opt_out_of(obj)
+        state = opt_out_state(row)
+        if row is None:
+            return state
+        url = admin_url(self.admin_site, OptOut, "change", row.pk)
+        return format_html('{} <a href="{}">{}</a>', state, url, _("Opt-out record")) if url else state
+
+    def render_change_form(self, request: HttpRequest, context: dict[str, Any], add: bool = False,
+                           change: bool = False, form_url: str = "", obj: Any = None) -> HttpResponse:
+        if obj is not None and obj.customer_phone:
+            context["convlink_notice"] = opt_out_notice(self.opt_out_of(obj))
+        return super().render_change_form(request, context, add=add, change=change, form_url=form_url,
+                                          obj=obj)
+
+    def opt_out_phones(self, queryset: QuerySet) -> list[tuple[Any, str]]:
+        return [(conversation, conversation.customer_phone) for conversation in queryset]
 
     @admin.display(description=_("link"), ordering="link_method")
     def link(self, obj: Any) -> SafeString | str:
@@ -229,15 +506,19 @@ class ConversationAdmin(PhoneSearchMixin, admin.ModelAdmin):
 
 class MessageAdmin(PhoneSearchMixin, admin.ModelAdmin):
     list_display = ("short_body", "conversation", "sender", "sent")
-    list_filter = ("direction", "source", "forward_state")
+    list_filter = ("direction", DeliveryFilter, "source", "forward_state")
     search_fields = ("message_sid", "author", "body", "conversation__conversation_sid")
     # Twilio prefixes the channel to some authors ("whatsapp:+14155550111").
     phone_search_lookups = ("author__endswith",)
     change_list_template = CHANGE_LIST_TEMPLATE
+    change_form_template = CHANGE_FORM_TEMPLATE
     list_select_related = ("conversation",)
     raw_id_fields = ("conversation",)
-    readonly_fields = ("message_sid", "forward_state", "forwarded_sid", "forward_attempts",
-                       "forward_retry_at", "created_at", "updated_at")
+    # Twilio's receipts write the delivery fields; ``delivery`` shows the status in words.
+    exclude = ("delivery_status",)
+    readonly_fields = ("message_sid", "forward_state", "forward_skip_reason", "forwarded_sid",
+                       "forward_attempts", "forward_retry_at", "delivery", "delivery_error_code",
+                       "delivery_updated_at", "delivery_receipts", "created_at", "updated_at")
     date_hierarchy = "created_at"
 
     @admin.display(description=_("message"))
@@ -250,20 +531,33 @@ class MessageAdmin(PhoneSearchMixin, admin.ModelAdmin):
             text = ngettext("(%(count)d attachment)", "(%(count)d attachments)", count) % {"count": count}
         else:
             text = _("(no text)")
-        return format_html("{}{}", text, secondary(short_sid(obj.message_sid)))
+        # Why a text did not arrive: here, the widest cell, its label beside the date.
+        return format_html("{}{}{}", text, secondary(short_sid(obj.message_sid)),
+                           delivery_reason(delivery(obj)))
 
     @admin.display(description=_("author"), ordering="author")
     def sender(self, obj: Any) -> SafeString:
         # The direction and the forward into the group chat beneath: two columns fewer.
-        details = [obj.get_direction_display()]
+        details: list[Any] = [obj.get_direction_display()]
         if obj.forward_state:
             details.append(_("forward: %(state)s") % {"state": obj.get_forward_state_display()})
+        if obj.forward_skip_reason:
+            details.append(truncated(obj.forward_skip_reason, 60))
         return format_html("{}{}", obj.author or self.get_empty_value_display(),
-                           secondary(" · ".join(str(detail) for detail in details)))
+                           secondary(format_html_join(" · ", "{}", ((detail,) for detail in details))))
+
+    @admin.display(description=_("delivery"), ordering="delivery_status")
+    def delivery(self, obj: Any) -> SafeString | str:
+        return delivery_status(obj)
 
     @admin.display(description=_("sent"), ordering="date_created")
-    def sent(self, obj: Any) -> Any:
-        return obj.date_created or obj.created_at
+    def sent(self, obj: Any) -> SafeString:
+        # Whether it arrived beneath the date: a column of its own, even its header,
+        # leaves the message body no room at 1280 pixels.
+        when = display_for_value(obj.date_created or obj.created_at, self.get_empty_value_display())
+        found = delivery(obj)
+        return format_html("{}{}", when, format_html('<span class="convlink-status">{}</span>',
+                                                      delivery_label(found)) if found else "")
 
 
 @admin.register(WebhookDelivery)
@@ -330,5 +624,106 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
             self.message_user(request, f"Delivery {pk}: {error}", messages.ERROR)
 
 
-__all__ = ["ConversationAdmin", "LinkedFilter", "MessageAdmin", "MessageInline",
-           "NeedsReplayFilter", "WebhookDeliveryAdmin"]
+class OptOutForm(forms.ModelForm):
+    """Opting a phone out by hand: typed in any format, stored in E.164."""
+
+    class Meta:
+        model = OptOut
+        fields = ("phone", "detail")
+        labels = {"detail": _("Note")}
+        help_texts = {
+            "phone": _("Nothing more is sent to this phone until it is opted back in. In any format, "
+                       "e.g. (415) 555-0111 or +44 20 7946 0958."),
+            "detail": _("Optional: why, e.g. “asked by phone on May 3”."),
+        }
+        error_messages = {"phone": {"unique": _(
+            "This phone already has an opt-out record: find it in the opt-out list and use its actions "
+            "to opt it out or back in.")}}
+
+    def clean_phone(self) -> str:
+        phone = normalize_phone(self.cleaned_data["phone"])
+        if phone is None:
+            raise forms.ValidationError(_(
+                "This is not a phone number. Type it with its area code, e.g. (415) 555-0111, or with "
+                "its country code, e.g. +44 20 7946 0958."))
+        return phone
+
+
+@admin.register(OptOut)
+class OptOutAdmin(OptOutActionsMixin, PhoneSearchMixin, admin.ModelAdmin):
+    """The customers who opted out of texts, and back in: registered here, since the
+    app owns the model.
+
+    Nothing is edited in place and nothing is deleted: each change goes through
+    ``optouts`` (its signal, its log line), and the record stays after an opt-in.
+    Adding a phone opts it out; the actions opt the selected phones out or back in.
+    """
+
+    list_display = ("phone", "state", "since", "how")
+    list_filter = (OptOutStateFilter, OptOutMethodFilter)
+    search_fields = ("phone",)
+    phone_search_lookups = ("phone",)
+    change_list_template = CHANGE_LIST_TEMPLATE
+    change_form_template = CHANGE_FORM_TEMPLATE
+    actions = ["opt_out_selected", "opt_in_selected"]
+    readonly_fields = ("state", "conversations")
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        if obj is None:
+            return ("phone", "detail")
+        return ("phone", "state", "opted_out_at", "method", "detail", "opted_in_at", "opted_in_method",
+                "opted_in_detail", "conversations")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return () if obj is None else self.readonly_fields
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        # The add form's labels and help speak of a person's note; a record's page
+        # shows the model's (the keyword or error code).
+        if obj is None:
+            kwargs["form"] = OptOutForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    @admin.display(description=_("state"))
+    def state(self, obj: OptOut) -> SafeString:
+        kind, label = ("opted-out", _("Opted out")) if obj.is_opted_out else ("opted-in", _("Opted back in"))
+        return format_html('<span class="convlink-badge convlink-badge-{}">{}</span>', kind, label)
+
+    @admin.display(description=_("since"), ordering=Coalesce("opted_in_at", "opted_out_at"))
+    def since(self, obj: OptOut) -> datetime.datetime:
+        return obj.opted_out_at if obj.opted_in_at is None else obj.opted_in_at
+
+    @admin.display(description=_("how"))
+    def how(self, obj: OptOut) -> StrOrPromise:
+        if obj.is_opted_out:
+            return capfirst(how_opted_out(obj))
+        return format_html("{}{}", capfirst(how_opted_in(obj)), secondary(
+            _("had opted out on %(when)s (%(how)s)") % {"when": _when(obj.opted_out_at),
+                                                         "how": how_opted_out(obj)}))
+
+    @admin.display(description=_("conversations"))
+    def conversations(self, obj: OptOut) -> SafeString | str:
+        url = admin_url(self.admin_site, get_conversation_model(), "changelist", q=obj.phone)
+        return format_html('<a href="{}">{}</a>', url, _("This customer's conversations")) if url else ""
+
+    def save_model(self, request: HttpRequest, obj: OptOut, form: Any, change: bool) -> None:
+        # Only adding reaches here (nothing is changed in place). Through opt_out, not
+        # obj.save(): the opt-out must be announced and logged like any other.
+        opt_out(obj.phone, how=OptOutMethod.ADMIN, detail=obj.detail, origin="admin")
+        logger.info("%s opted out of texts in the admin by %s", obj.phone, request.user.get_username())
+        stored = OptOut.objects.get(phone=obj.phone)
+        obj.pk, obj.opted_out_at, obj.method = stored.pk, stored.opted_out_at, stored.method
+        obj._state.adding = False
+
+    def opt_out_phones(self, queryset: QuerySet) -> list[tuple[Any, str]]:
+        return [(row, row.phone) for row in queryset]
+
+
+__all__ = ["ConversationAdmin", "DeliveryFilter", "LinkedFilter", "MessageAdmin", "MessageInline",
+           "NeedsReplayFilter", "OptOutAdmin", "OptedOutFilter", "WebhookDeliveryAdmin"]

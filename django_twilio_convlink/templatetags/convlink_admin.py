@@ -1,25 +1,36 @@
-"""The ``attachments`` filter of the admin's message thread, and the function behind it
-that ``admin.py`` uses for the message list.
+"""The filters of the admin's message thread (``attachments``, ``delivery_status``), and
+the functions behind them that ``admin.py`` uses for the message list.
 
-It lives in Python, not in the template, because the template language cannot be
+They live in Python, not in the template, because the template language cannot be
 lenient here: a filter's argument is resolved strictly, so ``{{ item.Filename|default:item.Sid }}``
 raised VariableDoesNotExist (a 500 for the whole conversation page) for any media item
-without a Sid. It imports nothing of ``django.contrib.admin``: Django loads every
-installed app's template libraries, also on sites without the admin.
+without a Sid. And the thread and the message list must word a delivery alike. This
+module imports nothing of ``django.contrib.admin``: Django loads every installed app's
+template libraries, also on sites without the admin.
 """
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django import template
+from django.utils import formats, timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
+
+from ..choices import Direction, ReceiptStatus
+from ..receipts import FAILURES, error_meaning
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
 
 register = template.Library()
+
+# Twilio's page for every error code, for the codes ERROR_MEANINGS does not explain.
+TWILIO_ERROR_URL = "https://www.twilio.com/docs/api/errors/{code}"
 
 
 @dataclass(frozen=True)
@@ -54,3 +65,86 @@ def _attachment(item: Any) -> Attachment:
     content_type = item.get("ContentType")
     return Attachment(name=next(named, _("unknown")),
                       content_type=content_type if isinstance(content_type, str) else "")
+
+
+# A manager asks one question of a text: did it arrive? Failed and undelivered both
+# answer "no", so both wear the same label; the explanation keeps Twilio's word.
+DELIVERY_WORDS: dict[str, tuple[StrOrPromise, StrOrPromise]] = {
+    "": (_("No receipt yet"), _("Twilio has not reported whether this text arrived.")),
+    ReceiptStatus.SENT: (_("Sent"), _("Handed to the phone company; not confirmed delivered yet.")),
+    ReceiptStatus.DELIVERED: (_("Delivered"), _("Delivered to the phone.")),
+    ReceiptStatus.READ: (_("Read"), _("Delivered and opened.")),
+    ReceiptStatus.FAILED: (_("Not delivered"), _("Failed: Twilio could not send it.")),
+    ReceiptStatus.UNDELIVERED: (_("Not delivered"),
+                                _("Undelivered: the phone company could not deliver it.")),
+}
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What became of one message, as a manager reads it (``delivery``)."""
+
+    status: str  # a ReceiptStatus, "" before the first receipt
+    label: StrOrPromise
+    explanation: StrOrPromise
+    error_code: int | None
+    error_meaning: str
+    updated_at: datetime.datetime | None
+
+    @property
+    def arrived(self) -> bool | None:
+        """False for a failed or undelivered text, None while it is not known."""
+        if self.status in FAILURES:
+            return False
+        return True if self.status in (ReceiptStatus.DELIVERED, ReceiptStatus.READ) else None
+
+
+def delivery(message: Any) -> Delivery | None:
+    """The delivery of ``message``, or None when there is none to tell: a customer's
+    text in their own conversation gets no receipt (it reaches no other phone), so
+    "no receipt yet" is only said of our texts."""
+    status = message.delivery_status or ""
+    if not status and message.direction != Direction.OUTBOUND:
+        return None
+    label, explanation = DELIVERY_WORDS.get(status, (status, ""))
+    code = message.delivery_error_code
+    return Delivery(status=status, label=label, explanation=explanation, error_code=code,
+                    error_meaning=error_meaning(code) if code else "", updated_at=message.delivery_updated_at)
+
+
+@register.filter
+def delivery_status(message: Any) -> SafeString | str:
+    """``message``'s delivery as a label, and for a text that did not arrive, why:
+    the error code (linked to Twilio's page for it) and its meaning in words."""
+    found = delivery(message)
+    if found is None:
+        return ""
+    return format_html("{}{}", delivery_label(found), delivery_reason(found))
+
+
+def delivery_label(found: Delivery) -> SafeString:
+    """The label alone (the message list has no room beside it for the reason)."""
+    title: StrOrPromise = found.explanation
+    if found.updated_at is not None:
+        title = _("%(explanation)s Reported %(when)s.") % {
+            "explanation": found.explanation,
+            "when": formats.date_format(timezone.localtime(found.updated_at), "DATETIME_FORMAT")}
+    kind = {False: "failed", True: "arrived", None: "pending" if found.status else "none"}[found.arrived]
+    return format_html('<span class="convlink-delivery convlink-delivery-{}" title="{}">{}</span>',
+                       kind, title, found.label)
+
+
+def delivery_reason(found: Delivery | None) -> SafeString | str:
+    """Why a text did not arrive, "" for any other."""
+    if found is None or found.arrived is not False:
+        return ""
+    if found.error_code is None:
+        reason = format_html("{}", found.explanation)
+    else:
+        code = format_html('<a href="{}" target="_blank" rel="noopener">{}</a>',
+                           TWILIO_ERROR_URL.format(code=found.error_code), found.error_code)
+        words = (_("Error {code} — {meaning}") if found.error_meaning
+                 else _("Error {code}: Twilio's page for the code explains it."))
+        reason = format_html("{} {}", found.explanation,
+                             format_html(str(words), code=code, meaning=found.error_meaning))
+    return format_html('<span class="convlink-delivery-reason">{}</span>', reason)
