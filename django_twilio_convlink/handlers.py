@@ -23,13 +23,13 @@ from . import get_conversation_model
 from .accounts import check_account, may_skip_account_checks
 from .db import run_with_retries
 from .events import ConversationEvent, Event, MessageEvent, OtherEvent, ReceiptEvent
-from .exceptions import RefusedEvent
 from .linking import link_on_first_phone
 from .persistence import (
     complete_conversation,
     conversation_fields,
     find_conversation,
     lock_conversation,
+    not_part_of,
     refuse_if_stored_elsewhere,
     save_message_to_db,
 )
@@ -145,9 +145,7 @@ def _apply_receipt_event(event: ReceiptEvent, mark_processed: Callable[[], None]
             conversation = message.conversation
             check_account(conversation, event.account_sid)
             if event.conversation_sid and event.conversation_sid != conversation.conversation_sid:
-                public = f"Message {event.message_sid} is not part of conversation {event.conversation_sid}."
-                raise RefusedEvent(public, detail=f"{public[:-1]}: it belongs to conversation "
-                                                  f"{conversation.conversation_sid}.")
+                raise not_part_of(event.message_sid, event.conversation_sid, conversation.conversation_sid)
             if event.status:  # else a status Twilio added since: logged by events
                 apply(message, event.participant_sid, entry(event), origin=origin)
         mark_processed()

@@ -30,12 +30,12 @@ from django.db import IntegrityError, transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
-from . import signals
 from .choices import OptOutMethod
 from .conf import convlink_settings
 from .exceptions import CustomerOptedOut
 from .models import AbstractTwilioConversation, AbstractTwilioMessage, OptOut
 from .phones import customer_phone_from_author, normalize_phone
+from .signals import customer_opted_in, customer_opted_out, send_after_commit
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def record_opt_out(phone: str, *, how: str, detail: str = "", origin: str) -> bo
             OptOut.objects.filter(pk=row.pk).update(
                 opted_out_at=now, method=how, detail=detail[:64], opted_in_at=None,
                 opted_in_method="", opted_in_detail="", updated_at=now)
-        _announce(signals.customer_opted_out, phone, how, detail, origin)
+        _announce(customer_opted_out, phone, how, detail, origin)
     return True
 
 
@@ -138,14 +138,14 @@ def record_opt_in(phone: str, *, how: str, detail: str = "", origin: str) -> boo
         changed = OptOut.objects.filter(phone=phone, opted_in_at=None).update(
             opted_in_at=now, opted_in_method=how, opted_in_detail=detail[:64], updated_at=now)
         if changed:
-            _announce(signals.customer_opted_in, phone, how, detail, origin)
+            _announce(customer_opted_in, phone, how, detail, origin)
     return bool(changed)
 
 
 def _announce(signal: Signal, phone: str, how: str, detail: str, origin: str) -> None:
-    verb = "out" if signal is signals.customer_opted_out else "back in"
+    verb = "out" if signal is customer_opted_out else "back in"
     logger.info("Customer %s opted %s (%s%s, %s)", phone, verb, how, f" {detail}" if detail else "", origin)
-    signals.send_after_commit(signal, OptOut, phone=phone, how=how, origin=origin)
+    send_after_commit(signal, OptOut, phone=phone, how=how, origin=origin)
 
 
 def opt_out_by_keyword(message: AbstractTwilioMessage, conversation: AbstractTwilioConversation,

@@ -111,9 +111,15 @@ def refuse_if_stored_elsewhere(event: MessageEvent) -> None:
     elsewhere = get_message_model()._default_manager.filter(message_sid=event.message_sid).values_list(
         "conversation__conversation_sid", flat=True).first()
     if elsewhere is not None and elsewhere != event.conversation_sid:
-        # The answer must not name the other conversation: it may be another account's.
-        public = f"Message {event.message_sid} is not part of conversation {event.conversation_sid}."
-        raise RefusedEvent(public, detail=f"{public[:-1]}: it belongs to conversation {elsewhere}.")
+        raise not_part_of(event.message_sid, event.conversation_sid, elsewhere)
+
+
+def not_part_of(message_sid: str, conversation_sid: str, stored_in: str) -> RefusedEvent:
+    """The refusal of an event naming message ``message_sid`` in ``conversation_sid``
+    when it is stored in ``stored_in``."""
+    # The answer must not name the other conversation: it may be another account's.
+    public = f"Message {message_sid} is not part of conversation {conversation_sid}."
+    return RefusedEvent(public, detail=f"{public[:-1]}: it belongs to conversation {stored_in}.")
 
 
 def save_conversation_to_db(

@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db import connections, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from . import get_message_model, signals
@@ -153,17 +154,20 @@ def _opt_out_customer(message: AbstractTwilioMessage, origin: str) -> None:
 def lock_message(message_sid: str) -> AbstractTwilioMessage | None:
     """The stored message ``message_sid`` with its conversation, the message row locked
     for this transaction (two recipients' receipts at once must both be kept), or None."""
-    manager = get_message_model()._default_manager
-    locked = manager.select_related("conversation")
-    if connections[manager.db].features.has_select_for_update_of:
-        # Only the message: a receipt must not wait for the conversation's events.
-        locked = locked.select_for_update(of=("self",))
-    else:
-        locked = locked.select_for_update()
     # A slice, not first(): the SID is unique, and first()'s ORDER BY costs compiling.
-    for message in locked.filter(message_sid=message_sid)[:1]:
+    for message in _locked_messages().filter(message_sid=message_sid)[:1]:
         return message
     return None
+
+
+def _locked_messages() -> QuerySet:
+    """Messages with their conversation, only the message rows locked where the
+    database can say so: a receipt must not wait for the conversation's events."""
+    manager = get_message_model()._default_manager
+    messages = manager.select_related("conversation")
+    if connections[manager.db].features.has_select_for_update_of:
+        return messages.select_for_update(of=("self",))
+    return messages.select_for_update()
 
 
 def park(event: ReceiptEvent, *, origin: str) -> None:
@@ -220,8 +224,8 @@ def apply_waiting(message_sids: Iterable[str], *, origin: str) -> int:
     waiting = list(WaitingReceipt.objects.filter(message_sid__in=sids).order_by("pk"))
     if not waiting:
         return 0
-    messages = {m.message_sid: m for m in get_message_model()._default_manager.select_related(
-        "conversation").select_for_update().filter(message_sid__in={w.message_sid for w in waiting})}
+    messages = {m.message_sid: m for m in _locked_messages().filter(
+        message_sid__in={w.message_sid for w in waiting})}
     applied = 0
     for receipt in sorted(waiting, key=lambda w: (w.receipt.get("updated") or "", w.pk)):
         message = messages.get(receipt.message_sid)

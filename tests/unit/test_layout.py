@@ -36,7 +36,8 @@ def import_graph() -> dict[str, set[str]]:
     """The package's modules (migrations aside: Django imports them, nothing else
     does) and, for each, the package modules it imports: at module level, inside
     functions, under ``if TYPE_CHECKING`` alike. ``from . import name`` is an edge to
-    the submodule ``name`` when there is one, else to the package that defines it."""
+    the package (Python runs its ``__init__`` first) and to the submodule ``name``
+    when there is one."""
     modules = {_module_name(path): path for path in PACKAGE.rglob("*.py") if "migrations" not in path.parts}
 
     def known(name: str) -> str | None:
@@ -55,8 +56,8 @@ def import_graph() -> dict[str, set[str]]:
                     target = ".".join(base + ([node.module] if node.module else []))
                 else:
                     target = node.module or ""
-                targets = [f"{target}.{alias.name}" if f"{target}.{alias.name}" in modules else target
-                           for alias in node.names]
+                targets = [target, *(f"{target}.{alias.name}" for alias in node.names
+                                     if f"{target}.{alias.name}" in modules)]
             elif isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             else:
