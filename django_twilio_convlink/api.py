@@ -103,6 +103,11 @@ class BaseApiBackend:
         posted although its answer was lost."""
         raise NotImplementedError
 
+    def conversation_service_sid(self, *, conversation_sid: str) -> str:
+        """The conversation's ChatServiceSid (IS...): where its media live, for a
+        conversation whose webhooks did not say."""
+        raise NotImplementedError
+
 
 class SdkBackend(BaseApiBackend):
     """The real thing, through the official SDK."""
@@ -184,6 +189,12 @@ class SdkBackend(BaseApiBackend):
         except Exception as exc:
             raise to_api_error(exc) from exc
         return forwards_in(((m.sid, m.attributes) for m in messages if m.sid), source_sid)
+
+    def conversation_service_sid(self, *, conversation_sid: str) -> str:
+        try:
+            return self.client.conversations.v1.conversations(conversation_sid).fetch().chat_service_sid or ""
+        except Exception as exc:
+            raise to_api_error(exc) from exc
 
 
 def forwards_in(messages: Iterable[tuple[str, Any]], source_sid: str) -> dict[int, str]:
@@ -277,6 +288,11 @@ class ConsoleBackend(BaseApiBackend):
     def find_forwards(self, **kwargs: Any) -> dict[int, str]:
         return {}
 
+    def conversation_service_sid(self, **kwargs: Any) -> str:
+        logger.warning("Twilio (console): fetch conversation %s -> no service SID",
+                       kwargs["conversation_sid"])
+        return ""
+
 
 def _describe(kwargs: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
@@ -291,6 +307,8 @@ class _LocmemState:
     group_chats: dict[str, str] = field(default_factory=dict)
     # conversation SID -> [(message SID, attributes)]
     messages: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=dict)
+    # conversation SID -> ChatServiceSid, for conversation_service_sid
+    services: dict[str, str] = field(default_factory=dict)
 
 
 class LocmemBackend(BaseApiBackend):
@@ -341,6 +359,11 @@ class LocmemBackend(BaseApiBackend):
         self._record("find_forwards", kwargs, lambda: "")
         stored = LocmemBackend.state.messages.get(kwargs["conversation_sid"], [])
         return forwards_in(stored, kwargs["source_sid"])
+
+    def conversation_service_sid(self, **kwargs: Any) -> str:
+        services = LocmemBackend.state.services
+        return self._record("conversation_service_sid", kwargs,
+                            lambda: services.get(kwargs["conversation_sid"], ""))
 
     @classmethod
     def reset(cls) -> None:

@@ -14,13 +14,14 @@ class TwilioConvlinkConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, group_chat, receivers  # noqa: F401  (checks: registers them)
+        from . import checks, group_chat, media, receivers  # noqa: F401  (checks: registers them)
         from .optouts import opt_out_by_keyword
         from .persistence import register_insert_step
 
         # Before the group chat's step: a STOP is on record when its forward is decided.
         register_insert_step(opt_out_by_keyword)
         group_chat.connect()
+        media.connect()
 
         try:
             receivers.connect()

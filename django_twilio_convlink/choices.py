@@ -57,3 +57,15 @@ class OptOutMethod(models.TextChoices):
     KEYWORD = "keyword", _("Keyword texted by the customer")
     ERROR = "error", _("Twilio refused a send (error 21610)")
     ADMIN = "admin", _("Changed by a person")
+
+
+class MediaState(models.TextChoices):
+    """Where a customer's file stands on its way into the site's storage (``StoredMedia``)."""
+
+    PENDING = "pending", _("Waiting to be downloaded")
+    DOWNLOADING = "downloading", _("Downloading")
+    STORED = "stored", _("Stored")
+    FAILED = "failed", _("Failed, will be retried")
+    PERMANENT = "permanent", _("Failed permanently")
+    REFUSED = "refused", _("Refused (too large, or not the size Twilio declared)")
+    PRUNED = "pruned", _("Deleted after MEDIA_RETENTION_DAYS")

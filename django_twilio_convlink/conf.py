@@ -69,6 +69,19 @@ DEFAULTS: dict[str, Any] = {
     # A customer's message that is one of these words opts their phone out (or back in).
     "OPT_OUT_KEYWORDS": list(TWILIO_OPT_OUT_KEYWORDS),
     "OPT_IN_KEYWORDS": list(TWILIO_OPT_IN_KEYWORDS),
+    # Customers' photos and files, brought from Twilio's Media Content Service into the
+    # site's storage (``media``), off the request path.
+    "MEDIA_DOWNLOAD": True,
+    "MEDIA_BASE_URL": "https://mcs.us1.twilio.com",
+    # An alias of Django's STORAGES.
+    "MEDIA_STORAGE": "default",
+    # Twilio's MMS limit is 5 MB per message; chat media can be larger.
+    "MEDIA_MAX_BYTES": 20 * 1024 * 1024,
+    "MEDIA_MAX_ATTEMPTS": 8,
+    "MEDIA_RETRY_DELAY": 30,
+    # Stored files older than this many days are deleted by prune_twilio_media; None
+    # keeps them as long as the site keeps them.
+    "MEDIA_RETENTION_DAYS": None,
 }
 
 # Settings without which the app cannot define its models or link anything.

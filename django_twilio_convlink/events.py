@@ -54,6 +54,9 @@ class MessageEvent:
     participant_sid: str
     attributes: Any
     media: list
+    # Where the message's media live (the Media Content Service's path); Twilio may
+    # leave it out.
+    chat_service_sid: str = ""
 
 
 @dataclass(frozen=True)
@@ -332,6 +335,7 @@ def parse_event(data: Mapping[str, str]) -> Event:
             participant_sid=_sid(data, "ParticipantSid", PARTICIPANT_SID, required=False),
             attributes=_json(data, "Attributes", {}),
             media=_media(data),
+            chat_service_sid=_sid(data, "ChatServiceSid", SERVICE_SID, required=False),
         )
     if event_type in CONVERSATION_EVENTS:
         return ConversationEvent(

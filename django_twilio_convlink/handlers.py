@@ -95,8 +95,11 @@ def _apply_message_event(event: MessageEvent, mark_processed: Callable[[], None]
         return
     with transaction.atomic():
         if conversation is None:
+            # The service SID costs nothing here and saves the media download a
+            # call to Twilio to learn it.
             conversation, _ = lock_conversation(event.conversation_sid, absent=True,
-                                                account_sid=event.account_sid)
+                                                account_sid=event.account_sid,
+                                                chat_service_sid=event.chat_service_sid)
             check_account(conversation, event.account_sid)
         # A conversation created just now has no message a receipt could have waited
         # for: receipts create the conversation of the message they wait for.

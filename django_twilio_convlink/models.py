@@ -20,8 +20,17 @@ from django.db.models.base import ModelBase
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from .choices import DeliveryStatus, Direction, ForwardState, LinkMethod, OptOutMethod, ReceiptStatus
+from .choices import (
+    DeliveryStatus,
+    Direction,
+    ForwardState,
+    LinkMethod,
+    MediaState,
+    OptOutMethod,
+    ReceiptStatus,
+)
 from .conf import convlink_settings
+from .storage import INLINE_TYPES, media_file_name, media_storage
 
 
 class ChangedFieldsModel(models.Model):
@@ -410,3 +419,58 @@ class WaitingReceipt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.message_sid} / {self.participant_sid}: {self.receipt.get('status', '')}"
+
+
+class StoredMedia(models.Model):
+    """One file a message carried (a tenant's photo of the leaking tap), brought from
+    Twilio's Media Content Service into the site's storage (``media``).
+
+    One row per media SID, made when the download is first planned and kept whatever
+    happens: ``state`` says whether the file is stored, on its way, or why not. The
+    file's name in storage is random (``storage.media_file_name``); ``filename`` is
+    the sender's, for display only. Conversation and message are referred to by SID,
+    as Twilio does, so the row outlives neither model's changes and needs no swappable
+    foreign key.
+    """
+
+    media_sid = models.CharField(_("media SID"), max_length=34, unique=True)
+    message_sid = models.CharField(_("message SID"), max_length=34, db_index=True)
+    conversation_sid = models.CharField(_("conversation SID"), max_length=34, db_index=True)
+    chat_service_sid = models.CharField(_("conversation service SID"), max_length=34, blank=True)
+    account_sid = models.CharField(_("Twilio account"), max_length=34, blank=True)
+    content_type = models.CharField(_("content type"), max_length=255, blank=True)
+    filename = models.CharField(_("file name (as sent)"), max_length=255, blank=True)
+    size = models.PositiveBigIntegerField(
+        _("size in bytes"), null=True, blank=True,
+        help_text=_("As Twilio declared it until the file is stored; then the bytes stored."))
+    file = models.FileField(_("file"), storage=media_storage, upload_to=media_file_name, max_length=255,
+                            blank=True)
+    state = models.CharField(_("state"), max_length=12, choices=MediaState.choices,
+                             default=MediaState.PENDING)
+    stored_at = models.DateTimeField(_("stored at"), null=True, blank=True)
+    attempts = models.PositiveIntegerField(_("failed attempts"), default=0)
+    last_error = models.TextField(_("last error"), blank=True)
+    # The HTTP status of the last failed answer: 401/403 mean the credentials.
+    last_error_status = models.PositiveSmallIntegerField(_("last error's HTTP status"), null=True, blank=True)
+    # When a failed download is due again, or until when a running one holds it.
+    retry_at = models.DateTimeField(_("due at"), null=True, blank=True, db_index=True)
+    created_at = models.DateTimeField(_("first seen"), auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("customer file")
+        verbose_name_plural = _("customer files")
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["state", "retry_at"], name="convlink_media_due")]
+
+    def __str__(self) -> str:
+        return f"{self.filename or self.media_sid} ({self.get_state_display()})"
+
+    @property
+    def is_stored(self) -> bool:
+        return self.state == MediaState.STORED and bool(self.file)
+
+    @property
+    def is_image(self) -> bool:
+        """Whether the file may be shown inline: a raster image type (never SVG)."""
+        return self.content_type.lower() in INLINE_TYPES

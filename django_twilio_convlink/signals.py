@@ -13,6 +13,7 @@ delivery_failed         ``WebhookDelivery``            ``delivery``, ``exception
 message_status_changed  the concrete message model     ``message``, ``status``, ``error_code``, ``origin``
 customer_opted_out      ``OptOut``                     ``phone``, ``how``, ``origin``
 customer_opted_in       ``OptOut``                     ``phone``, ``how``, ``origin``
+media_stored            ``StoredMedia``                ``media``, ``message``
 ======================  =============================  ==================================================
 
 ``origin`` says where the change came from: ``"webhook"`` (a live delivery),
@@ -23,8 +24,10 @@ the admin or ``opt_out``/``opt_in``).
 ``message_status_changed`` is sent when a delivery receipt changes the message's
 summary status or error code (``receipts``); ``customer_opted_out`` and
 ``customer_opted_in`` when a phone's opt-out state changes (``optouts``: ``how`` is
-"keyword", "error" or "admin"). The instances are safe to save: ``save()`` writes only the
-fields changed on them (``models.ChangedFieldsModel``).
+"keyword", "error" or "admin"); ``media_stored`` when a file a message carried is
+in the site's storage (``media``: ``media`` is the ``StoredMedia`` row, ``message``
+the message that carried it, None if that row is gone). The instances are safe to
+save: ``save()`` writes only the fields changed on them (``models.ChangedFieldsModel``).
 ``conversation_linked`` is sent whenever conversations got a booking, by any path:
 ``method`` is ``"automatic"`` (the customer's first message), ``"retroactive"`` (a
 booking saved later, ``update_conversation_links``, the admin's relink action) or
@@ -70,6 +73,7 @@ delivery_failed = Signal()
 message_status_changed = Signal()
 customer_opted_out = Signal()
 customer_opted_in = Signal()
+media_stored = Signal()
 
 
 def send_after_commit(signal: Signal, sender: Any, *, using: str | None = None, **kwargs: Any) -> None:

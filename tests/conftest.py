@@ -36,13 +36,30 @@ def received():
     recorder = Recorder()
     receivers = []
     for name in (*MESSAGE_SIGNALS, "event_received", "delivery_failed", "message_status_changed",
-                 "customer_opted_out", "customer_opted_in"):
+                 "customer_opted_out", "customer_opted_in", "media_stored"):
         receiver = recorder.receiver(name)
         getattr(signals, name).connect(receiver, weak=False)
         receivers.append((name, receiver))
     yield recorder
     for name, receiver in receivers:
         getattr(signals, name).disconnect(receiver)
+
+
+@pytest.fixture
+def media_service(settings, tmp_path):
+    """The stand-in media service (tests/media_server.py) on loopback, with downloads
+    on, MEDIA_BASE_URL pointing at it, and the files stored in a temporary folder."""
+    from tests.media_server import MediaService
+
+    convlink = settings.TWILIO_CONVLINK
+    service = MediaService(convlink["ACCOUNT_SID"], convlink["AUTH_TOKEN"]).start()
+    settings.TWILIO_CONVLINK = {**convlink, "MEDIA_DOWNLOAD": True, "MEDIA_BASE_URL": service.mcs_url,
+                                "API_TIMEOUT": 2, "MEDIA_RETRY_DELAY": 30}
+    settings.STORAGES = {**settings.STORAGES, "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(tmp_path / "media")}}}
+    yield service
+    service.stop()
 
 
 def pytest_collection_modifyitems(config, items):

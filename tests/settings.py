@@ -77,6 +77,9 @@ TWILIO_CONVLINK = {
     # Twilio calls are recorded, not made (django_twilio_convlink.api.outbox).
     "API_BACKEND": "django_twilio_convlink.api.LocmemBackend",
     "MESSAGING_SERVICE_SID": "MG33333333333333333333333333333333",
+    # No download reaches Twilio's media service from the tests: the media tests turn
+    # it on against a stand-in server on loopback (tests/media_server.py).
+    "MEDIA_DOWNLOAD": False,
 }
 
 # Django 6.0+ has the framework built in; Django 5.2 uses the django-tasks backport.
