@@ -41,11 +41,12 @@ def customer_message(conversation_sid: str, author: str, index: int) -> dict[str
                    Author=author, Index=str(index))
 
 
-def task_backend(name: str, *, in_transaction: bool = False) -> override_settings:
+def task_backend(name: str, *, in_transaction: bool = False, media: bool = False) -> override_settings:
     from django.conf import settings
 
     return override_settings(TWILIO_CONVLINK={**settings.TWILIO_CONVLINK, "TASK_BACKEND": name,
-                                              "ENQUEUE_IN_TRANSACTION": in_transaction})
+                                              "ENQUEUE_IN_TRANSACTION": in_transaction,
+                                              "MEDIA_DOWNLOAD": media})
 
 
 def count(client: Client, data: dict[str, str]) -> tuple[int, list[str]]:
@@ -92,6 +93,10 @@ def run(quick: bool) -> list[Row]:
         receipt = payload("onDeliveryUpdated", ConversationSid=conversation, MessageSid=reply["MessageSid"])
         scenario("delivery receipt", receipt)
         scenario("delivery receipt, the same again", {**receipt, "RetryCount": "1"})
+    with task_backend("dummy", media=True):
+        scenario("customer's photo (MMS), next message, download queued",
+                 payload("onMessageAdded_mms_with_media", ConversationSid=conversation, Author=customer,
+                         Index="6"))
     with task_backend("database"):
         scenario("customer's next message, django-tasks-db queue, enqueued after the commit",
                  customer_message(conversation, customer, 4))

@@ -29,6 +29,8 @@ STATEMENTS: dict[str, int] = {
     "delivery receipt": 6,
     # The same, without the message UPDATE: a retried receipt changes nothing.
     "delivery receipt, the same again": 5,
+    # MEDIA_DOWNLOAD on: the download's task is enqueued, nothing is written for it.
+    "customer's photo (MMS), next message, download queued": 6,
     "customer's next message, django-tasks-db queue, enqueued after the commit": 7,
     "customer's next message, django-tasks-db queue, ENQUEUE_IN_TRANSACTION": 7,
 }

@@ -87,6 +87,11 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# Customers' photos and files, downloaded from Twilio, land in the default storage
+# (TWILIO_CONVLINK["MEDIA_STORAGE"] names another STORAGES alias, an S3 bucket, say).
+# The admin serves them to staff who may view the conversation; nothing here gives
+# them a public URL.
+MEDIA_ROOT = env.path("DJANGO_MEDIA_ROOT", default=BASE_DIR / "media")
 
 def _has_django_tasks() -> bool:
     # Django 6.0+ ships django.tasks; Django 5.2 uses the django-tasks backport.
@@ -125,6 +130,8 @@ TWILIO_CONVLINK = {
         default="django_twilio_convlink.api.SdkBackend" if env.str("TWILIO_ACCOUNT_SID", default="")
         else "django_twilio_convlink.api.ConsoleBackend",
     ),
+    # Without an account there is no media service to download from.
+    "MEDIA_DOWNLOAD": env.bool("TWILIO_MEDIA_DOWNLOAD", default=bool(env.str("TWILIO_ACCOUNT_SID", default=""))),
 }
 
 # Group chat work runs as tasks. The default ImmediateBackend runs them right after

@@ -227,6 +227,15 @@ def test_looking_for_earlier_copies_fits_the_spec(backend, prism):
     assert found == {}  # Prism's example messages copy nothing of ours
 
 
+def test_learning_a_conversations_service_fits_the_spec(backend, prism):
+    """The one call the media download may make: a conversation fetched to learn its
+    ChatServiceSid when its webhooks did not carry it."""
+    service = accepted(prism, lambda: backend.conversation_service_sid(
+        conversation_sid="CHaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"))
+
+    assert service.startswith("IS") and len(service) == 34
+
+
 class ConflictOnCreate(HttpClient):
     """Prism cannot answer 409: this answers the group chat creation with Twilio's
     unique-name conflict and passes every other request on to Prism."""

@@ -330,6 +330,32 @@ def test_conflict_on_a_message_is_not_mistaken_for_an_existing_group_chat():
     assert len(twilio.requests) == 1
 
 
+def test_a_conversations_service_is_read_from_the_conversation():
+    backend, twilio = backend_answering((200, conversation(EXISTING_SID)[1]))
+
+    service = backend.conversation_service_sid(conversation_sid=EXISTING_SID)
+
+    assert service == "IS0123456789abcdef0123456789abcdef"
+    assert twilio.calls == [("GET", f"{API}/Conversations/{EXISTING_SID}")]
+
+
+@pytest.mark.parametrize("reply, status, transient", [
+    (twilio_error(404, 20404, f"The requested resource /Conversations/{EXISTING_SID} was not found"),
+     404, False),
+    (twilio_error(401, 20003, "Authenticate"), 401, False),
+    (twilio_error(429, 20429, "Too Many Requests"), 429, True),
+    (twilio_error(503, 20503, "Service Unavailable"), 503, True),
+    (requests.exceptions.ConnectTimeout("Connect timed out."), None, True),
+], ids=["gone", "credentials", "429", "503", "timeout"])
+def test_a_failed_service_lookup_says_whether_to_retry(reply, status, transient):
+    backend, _ = backend_answering(reply)
+
+    with pytest.raises(ApiError) as raised:
+        backend.conversation_service_sid(conversation_sid=EXISTING_SID)
+
+    assert (raised.value.status, raised.value.transient) == (status, transient)
+
+
 # --- The client from settings --------------------------------------------------------------------
 
 @pytest.fixture

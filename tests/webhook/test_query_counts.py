@@ -91,6 +91,18 @@ def test_a_queue_table_in_the_same_database(client, settings, in_transaction, ca
         assert client.webhook(payload(FIRST, Index="1")).status_code == 200
 
 
+def test_a_photo_costs_what_a_text_costs(client, settings):
+    # The download is the task's work: the webhook only enqueues it.
+    client.webhook(payload(FIRST))
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "MEDIA_DOWNLOAD": True}
+    photo = payload("onMessageAdded_mms_with_media", Author="+14155550142", Index="1")
+    with Statements("customer's photo (MMS), next message, download queued") as captured:
+        assert client.webhook(photo).status_code == 200
+    assert STATEMENTS["customer's photo (MMS), next message, download queued"] == \
+        STATEMENTS["customer's next message"]
+    assert not any("stored_media" in sql.lower() for sql in captured.sql)
+
+
 def test_acknowledged_event_is_only_logged(client):
     with Statements("ignored event (onParticipantAdded)"):
         assert client.webhook(payload("onParticipantAdded_sms")).status_code == 200
