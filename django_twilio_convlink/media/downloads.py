@@ -187,7 +187,13 @@ def _fetch(row: StoredMedia) -> StoredMedia:
         row.filename = row.filename or str(answer.get("filename") or "")[:255]
         # The name comes from storage.media_file_name, never from the sender.
         row.file.save("media", File(file), save=False)
-    _record_stored(row, size)
+    try:
+        _record_stored(row, size)
+    except BaseException:
+        # Not recorded: the next run downloads it again, so this copy would be an orphan.
+        row.file.storage.delete(str(row.file.name))
+        row.file.name = None
+        raise
     return row
 
 
