@@ -48,7 +48,8 @@ def received():
 @pytest.fixture
 def media_service(settings, tmp_path):
     """The stand-in media service (tests/media_server.py) on loopback, with downloads
-    on, MEDIA_BASE_URL pointing at it, and the files stored in a temporary folder."""
+    on, MEDIA_BASE_URL pointing at it, and the files stored in a temporary folder.
+    After the test, no request to its CDN host may have carried credentials."""
     from tests.media_server import MediaService
 
     convlink = settings.TWILIO_CONVLINK
@@ -60,6 +61,8 @@ def media_service(settings, tmp_path):
         "OPTIONS": {"location": str(tmp_path / "media")}}}
     yield service
     service.stop()
+    # Whatever the test did: credentials went to the media service's host only.
+    assert not [seen for seen in service.requests_to("cdn") if "Authorization" in seen.headers]
 
 
 def pytest_collection_modifyitems(config, items):

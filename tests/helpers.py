@@ -88,7 +88,11 @@ class Recorder:
     def receiver(self, name: str):
         def receive(sender, signal, **kwargs):
             committed = None
-            if "message" in kwargs:
+            if "media" in kwargs:
+                from django_twilio_convlink.models import StoredMedia
+
+                committed = StoredMedia.objects.filter(pk=kwargs["media"].pk, state="stored").exists()
+            elif kwargs.get("message") is not None:
                 committed = ChatMessage.objects.filter(pk=kwargs["message"].pk).exists()
             self.calls.append((name, sender, {**kwargs, "committed": committed}))
         return receive

@@ -9,8 +9,9 @@ that no Authorization header ever reached the CDN.
 Per media SID a test scripts the answers: ``mcs_script[sid]`` and ``cdn_script[sid]``
 are lists of actions taken one per request, before the normal answer:
 ``("status", 404)``, ``("sleep", 3.0)``, ``("redirect", url)``, ``("body", bytes)``
-(the CDN sends these bytes instead of the file's), ``("declare", n)`` (the media
-service declares n bytes).
+(the CDN sends these bytes instead of the file's), ``("chunked", bytes)`` (the same,
+chunked, with no Content-Length to go by), ``("declare", n)`` (the media service
+declares n bytes; None: declares no size).
 """
 
 from __future__ import annotations
@@ -130,7 +131,8 @@ def _handler(service: MediaService, role: str) -> type[BaseHTTPRequestHandler]:
             if file is None or file.service_sid != service_sid:
                 return self._send(404, b'{"message": "not found"}', "application/json")
             answer = {
-                "sid": media_sid, "service_sid": service_sid, "size": overrides.get("declare", len(file.content)),
+                "sid": media_sid, "service_sid": service_sid,
+                "size": overrides.get("declare", len(file.content)),
                 "content_type": file.content_type, "filename": file.filename,
                 "links": {"content": f"{path}/Content",
                           "content_direct_temporary": f"{service.cdn_url}/{media_sid}?Expires=1&Signature=x"},
@@ -145,7 +147,23 @@ def _handler(service: MediaService, role: str) -> type[BaseHTTPRequestHandler]:
             file = service.files.get(media_sid)
             if file is None:
                 return self._send(404, b"not found", "text/plain")
+            if "chunked" in overrides:
+                return self._send_chunked(overrides["chunked"], file.content_type)
             return self._send(200, overrides.get("body", file.content), file.content_type)
+
+        def _send_chunked(self, body: bytes, content_type: str) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            try:
+                for start in range(0, len(body), 1024):
+                    chunk = body[start:start + 1024]
+                    self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                self.wfile.write(b"0\r\n\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (a refused file)
+            self.close_connection = True
 
         def _send(self, status: int, body: bytes, content_type: str) -> None:
             self.send_response(status)
