@@ -131,7 +131,8 @@ TWILIO_CONVLINK = {
         else "django_twilio_convlink.api.ConsoleBackend",
     ),
     # Without an account there is no media service to download from.
-    "MEDIA_DOWNLOAD": env.bool("TWILIO_MEDIA_DOWNLOAD", default=bool(env.str("TWILIO_ACCOUNT_SID", default=""))),
+    "MEDIA_DOWNLOAD": env.bool("TWILIO_MEDIA_DOWNLOAD",
+                               default=bool(env.str("TWILIO_ACCOUNT_SID", default=""))),
 }
 
 # Group chat work runs as tasks. The default ImmediateBackend runs them right after

@@ -24,10 +24,10 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from ... import get_conversation_model, get_message_model
-from ...choices import DeliveryStatus, Direction, ForwardState, OptOutMethod
+from ...choices import DeliveryStatus, Direction, ForwardState, MediaState, OptOutMethod
 from ...conf import convlink_settings
 from ...linking import unindexed_bookings
-from ...models import OptOut, WaitingReceipt, WebhookDelivery, incomplete
+from ...models import OptOut, StoredMedia, WaitingReceipt, WebhookDelivery, incomplete
 from ...receipts import FAILURES, error_meaning
 from ...signature import forged_today
 from ..options import from_keyword, row_limit
@@ -40,6 +40,9 @@ FORWARD_LABELS = {ForwardState.FAILED.value: "failed (will be retried)"}
 # How far back the failed and undelivered messages are counted: recent enough to be
 # today's problem, long enough to cover a weekend nobody looked.
 RECEIPT_DAYS = 7
+# As FORWARD_LABELS: no comma in a label of a comma-separated list.
+MEDIA_LABELS = {MediaState.PENDING.value: "waiting", MediaState.FAILED.value: "failed (will be retried)",
+                MediaState.PERMANENT.value: "given up", MediaState.REFUSED.value: "refused (too large)"}
 # How many of the most common delivery error codes are listed.
 RECEIPT_ERRORS = 5
 
@@ -142,6 +145,30 @@ class Command(BaseCommand):
                          "which fires no webhook")
         write(line)
 
+    def write_media(self) -> None:
+        """Customers' files by state (one aggregate query), how long the oldest one has
+        waited, and whether the media service refuses the credentials."""
+        write = self.stdout.write
+        write("")
+        write("=== Customer Files ===")
+        waiting = Q(state__in=[MediaState.PENDING, MediaState.DOWNLOADING, MediaState.FAILED])
+        refused = Q(state=MediaState.PERMANENT, last_error_status__in=[401, 403])
+        counts = StoredMedia.objects.aggregate(
+            oldest=Min("created_at", filter=waiting), credentials_refused=Count("pk", filter=refused),
+            **{state.value: Count("pk", filter=Q(state=state.value)) for state in MediaState})
+        download = "on" if convlink_settings.MEDIA_DOWNLOAD else "off (MEDIA_DOWNLOAD)"
+        write(f"Downloading is {download}; files "
+              + ", ".join(f"{MEDIA_LABELS.get(state.value, state.value)} {counts[state.value]}"
+                          for state in MediaState))
+        if counts["oldest"]:
+            waited = age((timezone.now() - counts["oldest"]).total_seconds())
+            write(f"The oldest file not stored yet has waited {waited} "
+                  "(fetch_twilio_media takes up what a task left)")
+        if counts["credentials_refused"]:
+            write(f"{counts['credentials_refused']} file(s) given up because the media service refused "
+                  "the credentials (HTTP 401/403): check ACCOUNT_SID and AUTH_TOKEN (or API_KEY_SID "
+                  "and API_KEY_SECRET), then run fetch_twilio_media --include-permanent")
+
     def write_details(self, Conversation: Any, limit: int) -> None:
         write = self.stdout.write
         write("")
@@ -193,6 +220,7 @@ class Command(BaseCommand):
                   f"{when}: {error}")
 
         self.write_receipts_and_opt_outs()
+        self.write_media()
 
         write("")
         write("=== Webhook ===")
