@@ -411,3 +411,52 @@ def check_forged_counter(errors: list, warnings: list) -> None:
             hint="Make CACHES['default'] a cache every process shares (Redis, Memcached, the "
                  "database) to count them, or silence twilio_convlink.W008.",
             id="twilio_convlink.W008"))
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+@_registered()
+def check_media(errors: list, warnings: list) -> None:
+    """Customers' files: the storage alias (E021), the media service URL (E022), the
+    numbers (E023), the retention (E024), the credentials (W012)."""
+    from urllib.parse import urlsplit
+
+    from django.conf import settings
+
+    alias = convlink_settings.get("MEDIA_STORAGE")
+    storages = getattr(settings, "STORAGES", {}) or {}
+    if alias not in storages:
+        errors.append(_error(
+            f'{SETTINGS_NAME}["MEDIA_STORAGE"] = {alias!r} is not an alias of settings.STORAGES: no '
+            "customer file could be saved.",
+            f"Name one of {sorted(storages)} (\"default\" is Django's default storage), or add it to "
+            "settings.STORAGES.", 21))
+    url = convlink_settings.get("MEDIA_BASE_URL")
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc \
+            or parts.path.strip("/") or parts.query or parts.fragment:
+        errors.append(_error(
+            f'{SETTINGS_NAME}["MEDIA_BASE_URL"] = {url!r} is not a scheme and host: downloads send '
+            "the credentials there.",
+            'Use "https://mcs.us1.twilio.com" (the default), or a stand-in server\'s "http://host:port" '
+            "in tests.", 22))
+    for key in ("MEDIA_MAX_BYTES", "MEDIA_MAX_ATTEMPTS", "MEDIA_RETRY_DELAY"):
+        if not _positive_int(convlink_settings.get(key)):
+            errors.append(_error(f'{SETTINGS_NAME}["{key}"] must be a whole number above 0; '
+                                 f"not {convlink_settings.get(key)!r}.", SETTINGS_HINT, 23))
+    days = convlink_settings.get("MEDIA_RETENTION_DAYS")
+    if days is not None and not _positive_int(days):
+        errors.append(_error(
+            f'{SETTINGS_NAME}["MEDIA_RETENTION_DAYS"] must be None (keep files as long as the site does) '
+            f"or a number of days above 0; not {days!r}.", SETTINGS_HINT, 24))
+    if convlink_settings.get("MEDIA_DOWNLOAD"):
+        has_key = convlink_settings.get("API_KEY_SID") and convlink_settings.get("API_KEY_SECRET")
+        if not has_key and not (convlink_settings.get("ACCOUNT_SID") and convlink_settings.get("AUTH_TOKEN")):
+            warnings.append(checks.Warning(
+                "MEDIA_DOWNLOAD is on without credentials for Twilio's media service: every customer "
+                "file will fail to download, and stays only at Twilio.",
+                hint="Set ACCOUNT_SID and AUTH_TOKEN (or API_KEY_SID and API_KEY_SECRET), or set "
+                     "MEDIA_DOWNLOAD to False (in development without an account).",
+                id="twilio_convlink.W012"))

@@ -330,3 +330,39 @@ def test_a_keyword_setting_that_is_no_list_is_only_E020(changes):
         [error] = [m for m in check_settings() if m.id in KEYWORD_IDS]
     assert error.id == "twilio_convlink.E020"
     assert f'["{next(iter(changes))}"] must be a list of non-empty strings' in error.msg
+
+
+# --- Customers' files -------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("changes", "expected"), [
+    ({"MEDIA_STORAGE": "photos"}, "twilio_convlink.E021"),
+    ({"MEDIA_BASE_URL": "mcs.us1.twilio.com"}, "twilio_convlink.E022"),
+    ({"MEDIA_BASE_URL": "ftp://mcs.us1.twilio.com"}, "twilio_convlink.E022"),
+    ({"MEDIA_BASE_URL": "https://mcs.us1.twilio.com/v1"}, "twilio_convlink.E022"),
+    ({"MEDIA_BASE_URL": None}, "twilio_convlink.E022"),
+    ({"MEDIA_MAX_BYTES": 0}, "twilio_convlink.E023"),
+    ({"MEDIA_MAX_ATTEMPTS": "8"}, "twilio_convlink.E023"),
+    ({"MEDIA_RETRY_DELAY": True}, "twilio_convlink.E023"),
+    ({"MEDIA_RETENTION_DAYS": 0}, "twilio_convlink.E024"),
+    ({"MEDIA_RETENTION_DAYS": "90"}, "twilio_convlink.E024"),
+    ({"MEDIA_DOWNLOAD": True, "ACCOUNT_SID": ""}, "twilio_convlink.W012"),
+])
+def test_each_media_mistake_has_its_id(shared_cache, changes, expected):
+    assert ids(**changes) == {expected}
+
+
+@pytest.mark.parametrize("changes", [
+    {"MEDIA_DOWNLOAD": True},
+    {"MEDIA_DOWNLOAD": True, "MEDIA_BASE_URL": "http://127.0.0.1:8025/", "MEDIA_RETENTION_DAYS": 365},
+    {"MEDIA_DOWNLOAD": True, "ACCOUNT_SID": "",
+     "API_KEY_SID": "SK" + "1" * 32, "API_KEY_SECRET": "secret"},
+    {"MEDIA_DOWNLOAD": False, "ACCOUNT_SID": ""},
+])
+def test_sound_media_settings_are_quiet(shared_cache, changes):
+    assert ids(**changes) == set()
+
+
+def test_a_media_storage_of_the_sites_storages_is_accepted(shared_cache, settings):
+    settings.STORAGES = {**settings.STORAGES,
+                         "evidence": {"BACKEND": "django.core.files.storage.InMemoryStorage"}}
+    assert ids(MEDIA_STORAGE="evidence") == set()
