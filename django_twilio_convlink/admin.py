@@ -28,11 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.utils import display_for_value
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.contrib.admin.utils import display_for_value, unquote
+from django.core.exceptions import PermissionDenied
+from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
-from django.http import HttpRequest, HttpResponse
-from django.urls import NoReverseMatch, reverse
+from django.http import Http404, HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
+from django.template.defaultfilters import filesizeformat
+from django.urls import NoReverseMatch, path, reverse
 from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
@@ -42,10 +45,11 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from . import get_conversation_model, get_message_model
-from .choices import Direction, OptOutMethod, ReceiptStatus
+from .choices import Direction, MediaState, OptOutMethod, ReceiptStatus
 from .deliveries import replay
 from .linking import link_manually, manual_link_saved, update_conversation_links
-from .models import LinkMethod, OptOut, WebhookDelivery, incomplete
+from .media.serve import belongs_to, describe_state, file_response, files_of
+from .models import LinkMethod, OptOut, StoredMedia, WebhookDelivery, incomplete
 from .optouts import OPTED_OUT_ERROR, opt_in, opt_out
 from .phones import normalize_phone
 from .receipts import FAILURES
@@ -447,8 +451,38 @@ class ConversationAdmin(OptOutActionsMixin, PhoneSearchMixin, admin.ModelAdmin):
                            change: bool = False, form_url: str = "", obj: Any = None) -> HttpResponse:
         if obj is not None and obj.customer_phone:
             context["convlink_notice"] = opt_out_notice(self.opt_out_of(obj))
+        if obj is not None:
+            # The thread's files, in two queries whatever the number of messages.
+            messages_with_media = get_message_model()._default_manager.filter(
+                conversation=obj).exclude(media=[]).only("pk", "media")
+            context["convlink_files"] = {
+                sid: (row, self.file_url(obj, sid) if row.is_stored else "")
+                for sid, row in files_of(messages_with_media).items()}
         return super().render_change_form(request, context, add=add, change=change, form_url=form_url,
                                           obj=obj)
+        return super().render_change_form(request, context, add=add, change=change, form_url=form_url,
+                                          obj=obj)
+
+    def get_urls(self) -> list:
+        opts = self.model._meta
+        return [path("<path:object_id>/file/<str:media_sid>/", self.admin_site.admin_view(self.file_view),
+                     name=f"{opts.app_label}_{opts.model_name}_file"), *super().get_urls()]
+
+    def file_url(self, conversation: Any, media_sid: str) -> str:
+        return admin_url(self.admin_site, self.model, "file", conversation.pk, media_sid)
+
+    def file_view(self, request: HttpRequest, object_id: str, media_sid: str) -> HttpResponseBase:
+        """A file a customer sent in this conversation, to whoever may view the
+        conversation: the only way the app serves stored media (``media.serve``)."""
+        conversation = self.get_object(request, unquote(object_id))
+        if conversation is None:
+            raise Http404(_("No such conversation."))
+        if not self.has_view_or_change_permission(request, conversation):
+            raise PermissionDenied
+        row = StoredMedia.objects.filter(media_sid=media_sid).first()
+        if row is None or not row.is_stored or not belongs_to(row, conversation):
+            raise Http404(_("No stored file of this conversation has that SID."))
+        return file_response(row)
 
     def opt_out_phones(self, queryset: QuerySet) -> list[tuple[Any, str]]:
         return [(conversation, conversation.customer_phone) for conversation in queryset]
@@ -624,6 +658,62 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
             self.message_user(request, f"Delivery {pk}: {error}", messages.ERROR)
 
 
+@admin.register(StoredMedia)
+class StoredMediaAdmin(admin.ModelAdmin):
+    """Customers' files, newest first: what is stored, what is not and why. Read-only
+    (the download writes these rows); each file opens through its conversation's page,
+    which checks the user may view the conversation."""
+
+    list_display = ("shown_file", "state_label", "conversation_link", "created_at")
+    list_filter = ("state",)
+    search_fields = ("filename", "media_sid", "message_sid", "conversation_sid")
+    date_hierarchy = "created_at"
+    change_list_template = CHANGE_LIST_TEMPLATE
+    readonly_fields = [f.name for f in StoredMedia._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        # The conversation's primary key for its links, in the list's own query.
+        conversations = get_conversation_model()._default_manager.filter(
+            conversation_sid=OuterRef("conversation_sid")).values("pk")[:1]
+        return super().get_queryset(request).annotate(conversation_pk=Subquery(conversations))
+
+    def _url(self, obj: StoredMedia, view: str, *args: Any) -> str:
+        pk = getattr(obj, "conversation_pk", None)
+        return admin_url(self.admin_site, get_conversation_model(), view, pk, *args) if pk else ""
+
+    @admin.display(description=_("file"), ordering="filename")
+    def shown_file(self, obj: StoredMedia) -> SafeString | str:
+        name = obj.filename or obj.media_sid
+        url = self._url(obj, "file", obj.media_sid) if obj.is_stored else ""
+        if not url:
+            return format_html("{}{}", name, secondary(obj.content_type))
+        if obj.is_image:
+            return format_html('<a href="{}" target="_blank" rel="noopener"><img src="{}" alt="{}" '
+                               'loading="lazy" style="max-width:120px;max-height:90px;display:block"></a>{}',
+                               url, url, name, secondary(name))
+        return format_html('<a href="{}">{}</a>{}', url, name,
+                           secondary(f"{obj.content_type} · {filesizeformat(obj.size or 0)}"))
+
+    @admin.display(description=_("state"), ordering="state")
+    def state_label(self, obj: StoredMedia) -> SafeString | str:
+        if obj.state == MediaState.STORED:
+            return obj.get_state_display()
+        kind = str(_("Photo")) if obj.content_type.startswith("image/") else str(_("File"))
+        return format_html('<span class="convlink-file-state">{}</span>', describe_state(obj, kind))
+
+    @admin.display(description=_("conversation"), ordering="conversation_sid")
+    def conversation_link(self, obj: StoredMedia) -> SafeString | str:
+        url = self._url(obj, "change")
+        label = short_sid(obj.conversation_sid)
+        return format_html('<a href="{}">{}</a>', url, label) if url else label
+
+
 class OptOutForm(forms.ModelForm):
     """Opting a phone out by hand: typed in any format, stored in E.164."""
 
@@ -726,4 +816,4 @@ class OptOutAdmin(OptOutActionsMixin, PhoneSearchMixin, admin.ModelAdmin):
 
 
 __all__ = ["ConversationAdmin", "DeliveryFilter", "LinkedFilter", "MessageAdmin", "MessageInline",
-           "NeedsReplayFilter", "OptOutAdmin", "OptedOutFilter", "WebhookDeliveryAdmin"]
+           "NeedsReplayFilter", "OptOutAdmin", "OptedOutFilter", "StoredMediaAdmin", "WebhookDeliveryAdmin"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django import template
+from django.template.defaultfilters import filesizeformat
 from django.utils import formats, timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -39,6 +40,45 @@ class Attachment:
 
     name: StrOrPromise
     content_type: str
+
+
+@dataclass(frozen=True)
+class ShownFile:
+    """One file of a message in the thread: a photo to show, a file to link (``url``),
+    or, not stored, what became of it (``note``)."""
+
+    name: StrOrPromise
+    url: str
+    is_image: bool
+    size: str
+    note: str
+
+
+@register.simple_tag
+def message_files(message: Any, files: Any) -> list[ShownFile]:
+    """The files of ``message`` as the thread shows them. ``files`` maps media SIDs to
+    (StoredMedia row, URL of the admin view that serves it), as ConversationAdmin puts
+    it in the page's context; without it every file reads as kept at Twilio."""
+    from ..media.serve import describe_state
+
+    found = files if isinstance(files, dict) else {}
+    shown = []
+    for item, attachment in zip(_items(message.media), attachments(message.media), strict=True):
+        sid = item.get("Sid") if isinstance(item, dict) else None
+        row, url = found.get(sid, (None, "")) if isinstance(sid, str) else (None, "")
+        image = (attachment.content_type or "").lower().startswith("image/")
+        if row is not None and row.is_stored and url:
+            shown.append(ShownFile(attachment.name, url, row.is_image, filesizeformat(row.size or 0), ""))
+        else:
+            kind = str(_("Photo")) if image else str(_("File"))
+            shown.append(ShownFile(attachment.name, "", False, "", describe_state(row, kind)))
+    return shown
+
+
+def _items(media: Any) -> list[Any]:
+    if media is None:
+        return []
+    return media if isinstance(media, list) else [media]
 
 
 @register.filter

@@ -1,0 +1,98 @@
+"""A customer's photo as a property manager sees it, in a real browser at 1280 x 800
+(the fixtures of test_admin_browser: Debian's chromium, Playwright, the live server):
+the picture itself in the thread, loaded through the admin, and the other files as
+links. Screenshot: /tmp/media-conversation.png.
+"""
+
+import datetime
+import struct
+import zlib
+
+import pytest
+from django.core.files.base import ContentFile
+from django.utils import timezone
+
+from django_twilio_convlink.models import StoredMedia
+from tests.factories import (
+    ConversationFactory,
+    GuestFactory,
+    MessageFactory,
+    PropertyFactory,
+    ReservationFactory,
+)
+from tests.helpers import sid
+from tests.system import test_admin_browser as admin_browser
+from tests.system.test_admin_browser import SCREENSHOTS
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+site, browser, page = admin_browser.site, admin_browser.browser, admin_browser.page
+
+CUSTOMER = "+14155550111"
+
+
+def png(width: int, height: int) -> bytes:
+    """A real PNG (a blue sky over a grey wall): what a browser decodes and draws."""
+    rows = b"".join(b"\x00" + (b"\x5a\x8f\xd0" if y < height // 2 else b"\x9a\x9a\x96") * width
+                    for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))
+
+
+def stored_file(message, content: bytes, content_type: str, filename: str) -> StoredMedia:
+    row = StoredMedia(media_sid=message.media[0]["Sid"], message_sid=message.message_sid,
+                      conversation_sid=message.conversation.conversation_sid, content_type=content_type,
+                      filename=filename, size=len(content), state="stored", stored_at=timezone.now())
+    row.file.save("ignored", ContentFile(content), save=False)
+    row.save()
+    return row
+
+
+@pytest.fixture
+def tenant_with_a_photo(settings, tmp_path):
+    settings.STORAGES = {**settings.STORAGES, "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path)}}}
+    booking = ReservationFactory(guest=GuestFactory(full_name="Maria Gonzalez", mobile=CUSTOMER),
+                                 unit=PropertyFactory(title="Seaside Loft, 2nd floor"))
+    conversation = ConversationFactory(friendly_name="Maria Gonzalez", customer_phone=CUSTOMER,
+                                       booking=booking, apartment=booking.unit, link_method="automatic")
+    start = timezone.now() - datetime.timedelta(hours=1)
+
+    def text(minutes: int, files=(), **fields):
+        media = [{"Sid": sid("ME"), "ContentType": kind, "Filename": name, "Size": 1000}
+                 for kind, name in files]
+        when = start + datetime.timedelta(minutes=minutes)
+        return MessageFactory(conversation=conversation, date_created=when, index=minutes, media=media,
+                              **fields)
+
+    text(0, body="Hi, the heater in the bedroom is not working and the tap drips. See the photo.",
+         author=CUSTOMER, files=[("image/png", "heater.png")])
+    photo = conversation.messages.get(index=0)
+    stored_file(photo, png(480, 360), "image/png", "heater.png")
+    lease = text(2, body="And here is the damage report you asked for.", author=CUSTOMER,
+                 files=[("application/pdf", "damage-report.pdf")])
+    stored_file(lease, b"%PDF-1.7 report", "application/pdf", "damage-report.pdf")
+    text(3, body="", author=CUSTOMER, files=[("image/jpeg", "tap.jpg")])
+    text(10, body="Thanks Maria, a technician comes by at 3pm today.", author="ASSISTANT",
+         direction="outbound", delivery_status="delivered", delivery_updated_at=start)
+    return conversation
+
+
+def test_the_photo_appears_in_the_thread(page, site, tenant_with_a_photo):
+    page.goto(f"/admin/testapp/chatconversation/{tenant_with_a_photo.pk}/change/")
+    image = page.locator(".convlink-thread img").first
+    image.wait_for()
+    image.scroll_into_view_if_needed()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+    assert image.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [480, 360]
+    shown = image.bounding_box()
+    assert 0 < shown["width"] <= 322 and shown["x"] + shown["width"] <= 1280  # 320 and its border
+    report = page.get_by_role("link", name="damage-report.pdf")
+    assert report.is_visible()
+    assert page.get_by_text("tap.jpg: Photo kept at Twilio (not downloaded)").is_visible()
+    page.screenshot(path=str(SCREENSHOTS / "media-conversation.png"), full_page=True)
