@@ -3,7 +3,8 @@ the site's bookings and apartments by the customer's phone.
 
 The modules, in the order a webhook meets them:
 
-* foundations: ``conf`` (settings, one lazy accessor), ``choices`` (the values rows
+* foundations: ``conf`` (settings, one lazy accessor), ``swappable`` (the site's
+  models: ``get_conversation_model``...), ``storage``, ``choices`` (the values rows
   take), ``exceptions`` (each with its HTTP status and delivery status), ``phones``
   (E.164, who is the system side), ``models`` (abstract models, the phone index),
   ``db`` (the one retry of transient database errors), ``signals`` (the public
@@ -21,7 +22,9 @@ The modules, in the order a webhook meets them:
   saves, wired to it);
 * for the consumers: ``api`` (Twilio REST backends) and ``tasks`` (binds any
   consumer's task function to the site's task backend, importing none);
-* consumers of the above: ``group_chat`` (a package: the customer's group chat);
+* consumers of the above: ``group_chat`` (a package: the customer's group chat),
+  ``media`` (a package: customers' files into the site's storage) and ``sending``
+  (``send_message``);
 * ``apps`` connects the receivers and the group chat at startup;
 * for the site: ``admin``, ``urls``, ``testing``, the management commands, the
   migrations of the app's own tables.
@@ -32,49 +35,17 @@ one that imports it (``tests/unit/test_layout.py`` checks the whole graph).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
+# Their documented import path; defined below the package root (see swappable).
+from .swappable import get_booking_model as get_booking_model  # noqa: E402
+from .swappable import get_conversation_model as get_conversation_model  # noqa: E402
+from .swappable import get_message_model as get_message_model  # noqa: E402
+
 if TYPE_CHECKING:
-    from django.db.models import Model
-
     from .models import AbstractTwilioConversation, AbstractTwilioMessage
-
-
-def _get_model(setting: str) -> type[Model]:
-    from django.apps import apps
-    from django.core.exceptions import ImproperlyConfigured
-
-    from .conf import convlink_settings
-
-    label = getattr(convlink_settings, setting)
-    try:
-        return apps.get_model(label, require_ready=False)
-    except ValueError:
-        raise ImproperlyConfigured(
-            f'TWILIO_CONVLINK["{setting}"] must be of the form "app_label.ModelName", not {label!r}.'
-        ) from None
-    except LookupError:
-        raise ImproperlyConfigured(
-            f'TWILIO_CONVLINK["{setting}"] refers to model {label!r}, which is not installed.'
-        ) from None
-
-
-def get_conversation_model() -> type[AbstractTwilioConversation]:
-    """The site's concrete conversation model, as ``get_user_model()`` is for users."""
-    # A subclass of the abstract model: the system check twilio_convlink.E003 says so.
-    return cast("type[AbstractTwilioConversation]", _get_model("CONVERSATION_MODEL"))
-
-
-def get_message_model() -> type[AbstractTwilioMessage]:
-    """The site's concrete message model."""
-    return cast("type[AbstractTwilioMessage]", _get_model("MESSAGE_MODEL"))  # E003 as well
-
-
-def get_booking_model() -> type[Model]:
-    """The site's booking model, named by ``TWILIO_CONVLINK["BOOKING_MODEL"]``."""
-    return _get_model("BOOKING_MODEL")
 
 
 # The opt-out helpers (``optouts``), importable from the package root. Imported when
@@ -92,6 +63,15 @@ def opt_out(phone: str, *, how: str = "admin", detail: str = "", origin: str = "
     from .optouts import opt_out
 
     return opt_out(phone, how=how, detail=detail, origin=origin)
+
+
+def send_message(conversation: AbstractTwilioConversation, body: str, *, media: str | None = None,
+                 author: str | None = None) -> AbstractTwilioMessage:
+    """Post a message into ``conversation`` through the API backend, store it as the
+    webhook would and return it (``sending``)."""
+    from .sending import send_message
+
+    return send_message(conversation, body, media=media, author=author)
 
 
 def opt_in(phone: str, *, how: str = "admin", detail: str = "", origin: str = "admin") -> bool:

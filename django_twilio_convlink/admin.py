@@ -555,6 +555,11 @@ class MessageAdmin(PhoneSearchMixin, admin.ModelAdmin):
                        "delivery_updated_at", "delivery_receipts", "created_at", "updated_at")
     date_hierarchy = "created_at"
 
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # A message row comes from Twilio (a webhook) or from send_message, never from a
+        # form: an added row would show a text on "our side" that was never sent.
+        return False
+
     @admin.display(description=_("message"))
     def short_body(self, obj: Any) -> SafeString:
         # Never empty: the first column is the link to the message.

@@ -70,6 +70,12 @@ class ApiError(Exception):
         return f"HTTP {self.status}: {self.message}" if self.status else self.message
 
 
+class InvalidMessage(ValueError):
+    """``send_message`` was asked to send what Twilio would refuse (no text and no
+    media, a body over 1,600 characters, a media value that is no ME... SID). Nothing
+    was sent."""
+
+
 class CustomerOptedOut(ApiError):
     """Nothing was sent: the customer's phone has opted out of texts (it texted STOP,
     Twilio refused a send with error 21610, or a person opted it out). Raised before

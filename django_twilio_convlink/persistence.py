@@ -26,12 +26,14 @@ from django.db.models import BooleanField
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
-from . import get_conversation_model, get_message_model, receipts, signals
 from .choices import Direction
 from .events import ConversationEvent, MessageEvent
 from .exceptions import RefusedEvent
 from .models import AbstractTwilioConversation, AbstractTwilioMessage, WaitingReceipt
 from .phones import is_system_author
+from .receipts import apply_waiting, may_get_receipts, settle_after_commit
+from .signals import message_received, message_removed, message_updated, send_after_commit
+from .swappable import get_conversation_model, get_message_model
 
 # What runs inside the transaction of a new message row, before its INSERT: each step
 # gets the unsaved row, its conversation and the origin, may set fields of the row,
@@ -228,7 +230,7 @@ def save_message_to_db(
     inserts at once (a concurrent duplicate then raises IntegrityError, and the caller
     runs the event again), True goes straight to the stored row, None looks first.
     ``receipts_waiting`` likewise: True applies the delivery receipts that arrived
-    before the new row (``receipts.apply_waiting``), False skips that, None looks.
+    before the new row (``apply_waiting``), False skips that, None looks.
 
     Each change sends its signal after the commit (``message_received``,
     ``message_updated``, ``message_removed``, with ``origin``); a redelivery or a
@@ -265,12 +267,12 @@ def save_message_to_db(
         # Announced before the steps' own after-commit work (the group chat's forward,
         # which the immediate task backend runs in the commit's callbacks): receivers
         # hear of the customer's message before of its copy in the group chat.
-        _changed(signals.message_received, message, conversation, origin)
+        _changed(message_received, message, conversation, origin)
         if receipts_waiting is not False:
-            receipts.apply_waiting([message.message_sid], origin=origin)
-        if receipts.may_get_receipts(message, conversation):
+            apply_waiting([message.message_sid], origin=origin)
+        if may_get_receipts(message, conversation):
             # A receipt processed at this same moment cannot see this row yet.
-            receipts.settle_after_commit([message.message_sid], origin=origin, using=manager.db)
+            settle_after_commit([message.message_sid], origin=origin, using=manager.db)
         for then in after_insert:
             then()
         return message, True
@@ -285,18 +287,18 @@ def save_message_to_db(
             for name in changed:
                 setattr(message, name, values[name])
             message.save(update_fields=[*changed, "updated_at"])
-            _changed(signals.message_updated, message, conversation, origin)
+            _changed(message_updated, message, conversation, origin)
     elif event.event_type == "onMessageRemoved" and message.date_removed is None:
         # The row and its body stay: the removal is recorded, the customer's words kept.
         message.date_removed = removal_time(event)
         message.save(update_fields=["date_removed", "updated_at"])
-        _changed(signals.message_removed, message, conversation, origin)
+        _changed(message_removed, message, conversation, origin)
     return message, False
 
 
 def _changed(signal: Any, message: AbstractTwilioMessage, conversation: AbstractTwilioConversation,
              origin: str) -> None:
-    signals.send_after_commit(signal, type(message), using=message._state.db, message=message,
+    send_after_commit(signal, type(message), using=message._state.db, message=message,
                               conversation=conversation, origin=origin)
 
 

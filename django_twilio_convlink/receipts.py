@@ -37,13 +37,14 @@ from django.db import connections, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from . import get_message_model, signals
 from .accounts import account_owner, may_skip_account_checks
 from .choices import Direction, OptOutMethod, ReceiptStatus
 from .db import run_with_retries
 from .events import ReceiptEvent
 from .models import AbstractTwilioConversation, AbstractTwilioMessage, WaitingReceipt, unfinished_cutoff
 from .optouts import OPTED_OUT_ERROR, record_opt_out
+from .signals import message_status_changed, send_after_commit
+from .swappable import get_message_model
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def apply(message: AbstractTwilioMessage, participant_sid: str, receipt: dict[st
         if status in FAILURES:
             logger.warning("Message %s %s: error %s %s", message.message_sid, status, error_code,
                            error_meaning(error_code))
-        signals.send_after_commit(signals.message_status_changed, type(message), using=message._state.db,
+        send_after_commit(message_status_changed, type(message), using=message._state.db,
                                   message=message, status=status, error_code=error_code, origin=origin)
     return True
 

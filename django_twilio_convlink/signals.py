@@ -19,7 +19,8 @@ media_stored            ``StoredMedia``                ``media``, ``message``
 ``origin`` says where the change came from: ``"webhook"`` (a live delivery),
 ``"replay"`` (``replay_twilio_webhooks``, the admin's replay action),
 ``"group_chat"`` (the copy of a customer's message the app posted into the group
-chat and stored itself, or a 21610 answer to it) or ``"admin"`` (a person, through
+chat and stored itself, or a 21610 answer to it), ``"api"`` (a message the site sent
+with ``send_message``) or ``"admin"`` (a person, through
 the admin or ``opt_out``/``opt_in``).
 ``message_status_changed`` is sent when a delivery receipt changes the message's
 summary status or error code (``receipts``); ``customer_opted_out`` and

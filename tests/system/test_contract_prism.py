@@ -236,6 +236,22 @@ def test_learning_a_conversations_service_fits_the_spec(backend, prism):
     assert service.startswith("IS") and len(service) == 34
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("body, media", [("The technician comes at 3pm.", None), ("", MEDIA_SID)],
+                         ids=["text", "photo"])
+def test_send_message_fits_the_spec(backend, prism, body, media):
+    """The public send_message, end to end: its one call fits the spec, and the
+    message is stored under the SID Twilio answered."""
+    from django_twilio_convlink import send_message
+    from tests.factories import ConversationFactory
+
+    conversation = ConversationFactory(conversation_sid=CUSTOMER_CONVERSATION, customer_phone=CUSTOMER)
+    message = accepted(prism, lambda: send_message(conversation, body, media=media))
+
+    assert message.message_sid.startswith("IM") and message.direction == "outbound"
+    assert message.pk is not None and message.source == "API"
+
+
 class ConflictOnCreate(HttpClient):
     """Prism cannot answer 409: this answers the group chat creation with Twilio's
     unique-name conflict and passes every other request on to Prism."""
