@@ -32,7 +32,7 @@ from django.contrib.admin.utils import display_for_value, unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.http.response import HttpResponseBase
 from django.template.defaultfilters import filesizeformat
 from django.urls import NoReverseMatch, path, reverse
@@ -47,12 +47,14 @@ from django.utils.translation import ngettext
 from . import get_conversation_model, get_message_model
 from .choices import Direction, MediaState, OptOutMethod, ReceiptStatus
 from .deliveries import replay
+from .exceptions import ApiError, InvalidMessage
 from .linking import link_manually, manual_link_saved, update_conversation_links
 from .media.serve import belongs_to, describe_state, file_response, files_of
 from .models import LinkMethod, OptOut, StoredMedia, WebhookDelivery, incomplete
 from .optouts import OPTED_OUT_ERROR, opt_in, opt_out
 from .phones import normalize_phone
 from .receipts import FAILURES
+from .sending import send_message
 from .templatetags.convlink_admin import (
     attachments,
     delivery,
@@ -455,6 +457,7 @@ class ConversationAdmin(OptOutActionsMixin, PhoneSearchMixin, admin.ModelAdmin):
             # The thread's files, in two queries whatever the number of messages.
             messages_with_media = get_message_model()._default_manager.filter(
                 conversation=obj).exclude(media=[]).only("pk", "media")
+            context["convlink_reply"] = self.reply_box(request, obj)
             context["convlink_files"] = {
                 sid: (row, self.file_url(obj, sid) if row.is_stored else "")
                 for sid, row in files_of(messages_with_media).items()}
@@ -466,7 +469,48 @@ class ConversationAdmin(OptOutActionsMixin, PhoneSearchMixin, admin.ModelAdmin):
     def get_urls(self) -> list:
         opts = self.model._meta
         return [path("<path:object_id>/file/<str:media_sid>/", self.admin_site.admin_view(self.file_view),
-                     name=f"{opts.app_label}_{opts.model_name}_file"), *super().get_urls()]
+                     name=f"{opts.app_label}_{opts.model_name}_file"),
+                path("<path:object_id>/reply/", self.admin_site.admin_view(self.reply_view),
+                     name=f"{opts.app_label}_{opts.model_name}_reply"), *super().get_urls()]
+
+    def has_send_permission(self, request: HttpRequest) -> bool:
+        """The "Can send Twilio messages" permission of the conversation model."""
+        return request.user.has_perm(f"{self.model._meta.app_label}.send_twilio_message")
+
+    def reply_box(self, request: HttpRequest, obj: Any) -> dict[str, Any] | None:
+        """What the thread's reply box needs: where it posts, and why it is disabled
+        (an opted-out customer); None for a user who may not send."""
+        if not self.has_send_permission(request):
+            return None
+        disabled = ""
+        row = self.opt_out_of(obj) if obj.customer_phone else None
+        if row is not None and row.is_opted_out:
+            disabled = _("%(phone)s opted out of texts (%(how)s): nothing can be sent until they opt back "
+                         "in.") % {"phone": obj.customer_phone, "how": how_opted_out(row)}
+        return {"url": admin_url(self.admin_site, self.model, "reply", obj.pk), "disabled": disabled}
+
+    def reply_view(self, request: HttpRequest, object_id: str) -> HttpResponseBase:
+        """Send the reply box's text into this conversation (``send_message``), and
+        come back to the thread with the outcome in the messages framework."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        conversation = self.get_object(request, unquote(object_id))
+        if conversation is None:
+            raise Http404(_("No such conversation."))
+        may_see = self.has_view_or_change_permission(request, conversation)
+        if not (self.has_send_permission(request) and may_see):
+            raise PermissionDenied
+        try:
+            message = send_message(conversation, request.POST.get("body", ""))
+        except (InvalidMessage, ApiError) as error:
+            self.message_user(request, _("Not sent: %(reason)s") % {"reason": error}, messages.ERROR)
+        else:
+            logger.info("%s sent %s into conversation %s from the admin", request.user, message.message_sid,
+                        conversation.conversation_sid)
+            self.message_user(request, _("Sent: “%(text)s”") % {"text": truncated(message.body, 80)},
+                              messages.SUCCESS)
+        change = admin_url(self.admin_site, self.model, "change", conversation.pk)
+        return HttpResponseRedirect(f"{change}#convlink-reply-box")
 
     def file_url(self, conversation: Any, media_sid: str) -> str:
         return admin_url(self.admin_site, self.model, "file", conversation.pk, media_sid)

@@ -163,6 +163,8 @@ class AbstractTwilioConversation(ChangedFieldsModel):
         verbose_name = _("Twilio conversation")
         verbose_name_plural = _("Twilio conversations")
         ordering = ["-created_at"]
+        # Replying from the admin texts a customer: its own permission, not "change".
+        permissions = [("send_twilio_message", _("Can send Twilio messages"))]
 
     def __str__(self) -> str:
         # The customer, not the SID: the placeholder name only repeats the SID.

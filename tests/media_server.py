@@ -11,7 +11,10 @@ are lists of actions taken one per request, before the normal answer:
 ``("status", 404)``, ``("sleep", 3.0)``, ``("redirect", url)``, ``("body", bytes)``
 (the CDN sends these bytes instead of the file's), ``("chunked", bytes)`` (the same,
 chunked, with no Content-Length to go by), ``("declare", n)`` (the media service
-declares n bytes; None: declares no size).
+declares n bytes; None: declares no size), ``("call", function)`` (calls
+``function()`` in the server's thread, then answers normally: something the site does
+while a download is under way; a function that uses the database closes its
+connection).
 """
 
 from __future__ import annotations
@@ -78,6 +81,11 @@ class MediaService:
     def requests_to(self, server: str) -> list[Seen]:
         return [s for s in self.seen if s.server == server]
 
+    def credentials_at_cdn(self) -> list[Seen]:
+        """The requests to the CDN host that carried an Authorization header: there
+        must be none (the ``media_service`` fixture asserts it after every test)."""
+        return [seen for seen in self.requests_to("cdn") if "authorization" in map(str.lower, seen.headers)]
+
 
 def _handler(service: MediaService, role: str) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
@@ -102,6 +110,8 @@ def _handler(service: MediaService, role: str) -> type[BaseHTTPRequestHandler]:
                 action, value = steps.pop(0)
                 if action == "sleep":
                     time.sleep(value)
+                elif action == "call":
+                    value()
                 elif action == "status":
                     self._send(value, b'{"message": "scripted"}', "application/json")
                     overrides["done"] = True

@@ -96,3 +96,30 @@ def test_the_photo_appears_in_the_thread(page, site, tenant_with_a_photo):
     assert report.is_visible()
     assert page.get_by_text("tap.jpg: Photo kept at Twilio (not downloaded)").is_visible()
     page.screenshot(path=str(SCREENSHOTS / "media-conversation.png"), full_page=True)
+
+
+def test_a_reply_is_sent_from_the_thread(page, site, tenant_with_a_photo):
+    from django_twilio_convlink import api
+
+    page.goto(f"/admin/testapp/chatconversation/{tenant_with_a_photo.pk}/change/")
+    box = page.locator("#convlink-reply-body")
+    box.scroll_into_view_if_needed()
+    box.fill("The technician is on his way, Maria.")
+    page.get_by_role("button", name="Send").click()
+    page.wait_for_url("**/change/#convlink-reply-box")
+    assert page.get_by_text("Sent: “The technician is on his way, Maria.”").is_visible()
+    sent = page.locator(".convlink-thread li.outbound", has_text="The technician is on his way, Maria.")
+    assert sent.count() == 1
+    assert [call.kwargs["body"] for call in api.outbox if call.method == "send_message"] == [
+        "The technician is on his way, Maria."]
+    page.locator("#convlink-reply-box").screenshot(path=str(SCREENSHOTS / "media-reply.png"))
+
+
+def test_an_opted_out_customers_reply_box_is_disabled(page, site, tenant_with_a_photo):
+    from django_twilio_convlink import opt_out
+
+    opt_out(CUSTOMER, how="keyword", detail="STOP", origin="webhook")
+    page.goto(f"/admin/testapp/chatconversation/{tenant_with_a_photo.pk}/change/")
+    assert page.locator("#convlink-reply-body").is_disabled()
+    assert page.get_by_role("button", name="Send").is_disabled()
+    assert page.get_by_text(f"{CUSTOMER} opted out of texts").is_visible()
