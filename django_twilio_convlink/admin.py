@@ -30,7 +30,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import display_for_value, unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.http.response import HttpResponseBase
@@ -381,14 +381,83 @@ class MessageInline(admin.TabularInline):
         return False
 
 
+def thread_messages(conversation: Any = None) -> QuerySet:
+    """The messages of one customer's thread, newest first: those of the conversation
+    and of its group chat, but the group chat's copies of the customer's own texts
+    (the same words again). ``conversation`` None: correlated to the outer
+    conversation of a list query (``OuterRef``)."""
+    pk = OuterRef("pk") if conversation is None else conversation.pk
+    group = OuterRef("group_chat_id") if conversation is None else conversation.group_chat_id
+    mine = Q(conversation_id=pk) | (Q(conversation_id=group) & ~Q(attributes__has_key="forwarded_from"))
+    return (get_message_model()._default_manager.filter(mine)
+            .order_by(Coalesce("date_created", "created_at").desc(), "-pk"))
+
+
+def with_last_message(queryset: QuerySet) -> QuerySet:
+    """Conversations with their thread's last message (when, what, who, its delivery)
+    and whether the customer waits for an answer: computed in the list's own query,
+    one correlated subquery each, so a page costs the same whatever the numbers of
+    conversations and messages, and nothing has to be kept up to date on write."""
+    last = thread_messages()
+    return queryset.annotate(
+        last_at=Subquery(last.values(when=Coalesce("date_created", "created_at"))[:1]),
+        last_body=Subquery(last.values("body")[:1]),
+        last_direction=Subquery(last.values("direction")[:1]),
+        last_delivery=Subquery(last.values("delivery_status")[:1]),
+        last_media=Subquery(last.values("media")[:1]),
+    )
+
+
+class ThreadKindFilter(admin.SimpleListFilter):
+    """Customers' conversations by default: a group chat is part of its customer's
+    thread, not a row of its own (shown with "Group chats" or "All")."""
+
+    title = _("show")
+    parameter_name = "kind"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, StrOrPromise]]:
+        return [("customers", _("Customers")), ("group", _("Group chats")), ("all", _("All"))]
+
+    def value(self) -> str:
+        return super().value() or "customers"
+
+    def choices(self, changelist: Any) -> Any:
+        for lookup, title in self.lookup_choices:
+            yield {"selected": self.value() == lookup, "display": title,
+                   "query_string": changelist.get_query_string({self.parameter_name: lookup})}
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "group":
+            return queryset.filter(is_group_chat=True)
+        if self.value() == "all":
+            return queryset
+        return queryset.filter(is_group_chat=False)
+
+
+class WaitingFilter(admin.SimpleListFilter):
+    title = _("waiting for a reply")
+    parameter_name = "waiting"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, StrOrPromise]]:
+        return [("yes", _("Customer wrote last")), ("no", _("We answered last"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.filter(last_direction=Direction.INBOUND)
+        if self.value() == "no":
+            return queryset.filter(last_direction=Direction.OUTBOUND)
+        return queryset
+
+
 # The link methods' labels explain themselves at length; a list column needs one word.
 LINK_METHOD_SHORT = {LinkMethod.AUTOMATIC: _("automatic"), LinkMethod.RETROACTIVE: _("retroactive"),
                      LinkMethod.MANUAL: _("manual")}
 
 
 class ConversationAdmin(OptOutActionsMixin, PhoneSearchMixin, admin.ModelAdmin):
-    list_display = ("conversation_label", "booking", "apartment", "link", "created_at")
-    list_filter = (LinkedFilter, OptedOutFilter, "link_method", "is_group_chat", "state")
+    list_display = ("conversation_label", "last_message", "booking", "apartment")
+    list_filter = (ThreadKindFilter, WaitingFilter, LinkedFilter, OptedOutFilter, "link_method",
+                   ("state", admin.AllValuesFieldListFilter))
     search_fields = ("conversation_sid", "customer_phone", "friendly_name")
     phone_search_lookups = ("customer_phone",)
     change_list_template = CHANGE_LIST_TEMPLATE
@@ -429,7 +498,32 @@ class ConversationAdmin(OptOutActionsMixin, PhoneSearchMixin, admin.ModelAdmin):
             " · ", "{}", ((part,) for part in (kind, short_sid(obj.conversation_sid)) if part))))
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return super().get_queryset(request).annotate(customer_opted_out=customer_opted_out())
+        # The list's columns and filters read these (the filters run before display).
+        queryset = super().get_queryset(request).annotate(customer_opted_out=customer_opted_out())
+        return with_last_message(queryset)
+
+    def get_ordering(self, request: HttpRequest) -> list:
+        # Newest activity first, in the list; conversations without a message last.
+        return [F("last_at").desc(nulls_last=True), "-pk"]
+
+    @admin.display(description=_("last message"), ordering="last_at")
+    def last_message(self, obj: Any) -> SafeString | str:
+        when = getattr(obj, "last_at", None)
+        if when is None:
+            return self.get_empty_value_display()
+        ours = obj.last_direction == Direction.OUTBOUND
+        text = obj.last_body or (_("(photo or file)") if obj.last_media else "")
+        flags = []
+        if not ours:
+            flags.append(format_html(
+                '<span class="convlink-badge convlink-badge-waiting" title="{}">{}</span>',
+                _("The customer wrote last: waiting for a reply."), _("Waiting")))
+        elif obj.last_delivery in FAILURES:
+            flags.append(format_html('<span class="convlink-badge convlink-badge-opted-out">{}</span>',
+                                     _("Not delivered")))
+        who = _("We") if ours else _("Customer")
+        return format_html("{}{} {}", format_html_join(" ", "{}", ((f,) for f in flags)),
+                           truncated(f"{who}: {text}", 70), secondary(_when(when)))
 
     def opt_out_of(self, obj: Any) -> OptOut | None:
         """The opt-out record of ``obj``'s customer, read once per page."""
@@ -454,15 +548,14 @@ class ConversationAdmin(OptOutActionsMixin, PhoneSearchMixin, admin.ModelAdmin):
         if obj is not None and obj.customer_phone:
             context["convlink_notice"] = opt_out_notice(self.opt_out_of(obj))
         if obj is not None:
-            # The thread's files, in two queries whatever the number of messages.
-            messages_with_media = get_message_model()._default_manager.filter(
-                conversation=obj).exclude(media=[]).only("pk", "media")
             context["convlink_reply"] = self.reply_box(request, obj)
+            # Oldest first, as a thread reads; the group chat's answers included. Its
+            # files in one more query, whatever the number of messages.
+            thread = list(thread_messages(obj).reverse())
+            context["convlink_thread"] = thread
             context["convlink_files"] = {
                 sid: (row, self.file_url(obj, sid) if row.is_stored else "")
-                for sid, row in files_of(messages_with_media).items()}
-        return super().render_change_form(request, context, add=add, change=change, form_url=form_url,
-                                          obj=obj)
+                for sid, row in files_of(thread).items()}
         return super().render_change_form(request, context, add=add, change=change, form_url=form_url,
                                           obj=obj)
 

@@ -130,7 +130,7 @@ def download_one(media_pk: Any, *, now: bool = False, include_permanent: bool = 
         outcome.left.append(str(media_pk))
         return outcome
     try:
-        _fetch(row)
+        recorded = _fetch(row)
     except MediaError as error:
         _record_failure(row, error)
         (outcome.failed if row.state == MediaState.FAILED else outcome.given_up).append(row.media_sid)
@@ -147,7 +147,8 @@ def download_one(media_pk: Any, *, now: bool = False, include_permanent: bool = 
         _record_failure(row, MediaError(f"{type(exc).__name__}: {exc}", transient=True))
         outcome.failed.append(row.media_sid)
         return outcome
-    (outcome.stored if row.state == MediaState.STORED else outcome.left).append(row.media_sid)
+    # Not recorded: a run that took over decided first (its file, or its failure).
+    (outcome.stored if recorded else outcome.left).append(row.media_sid)
     return outcome
 
 
@@ -168,8 +169,9 @@ def _claim(media_pk: Any, *, now: bool, include_permanent: bool) -> StoredMedia 
     return row
 
 
-def _fetch(row: StoredMedia) -> StoredMedia:
-    """Download the row's file and record it; the row says what happened."""
+def _fetch(row: StoredMedia) -> bool:
+    """Download the row's file and record it; False when another run decided first
+    (this copy is then deleted). The row says what happened."""
     service_sid = row.chat_service_sid or _service_sid(row)
     credentials = credentials_for(row.account_sid)
     limit = int(convlink_settings.MEDIA_MAX_BYTES)
@@ -188,13 +190,13 @@ def _fetch(row: StoredMedia) -> StoredMedia:
         # The name comes from storage.media_file_name, never from the sender.
         row.file.save("media", File(file), save=False)
     try:
-        _record_stored(row, size)
+        recorded = _record_stored(row, size)
     except BaseException:
         # Not recorded: the next run downloads it again, so this copy would be an orphan.
         row.file.storage.delete(str(row.file.name))
         row.file.name = None
         raise
-    return row
+    return recorded
 
 
 def _service_sid(row: StoredMedia) -> str:
@@ -219,7 +221,7 @@ def _service_sid(row: StoredMedia) -> str:
     return str(stored)
 
 
-def _record_stored(row: StoredMedia, size: int) -> None:
+def _record_stored(row: StoredMedia, size: int) -> bool:
     name = str(row.file.name)
     with transaction.atomic():
         current = StoredMedia.objects.select_for_update().get(pk=row.pk)
@@ -227,7 +229,7 @@ def _record_stored(row: StoredMedia, size: int) -> None:
             # Another run took over (this one outlived its claim) and decided first.
             transaction.on_commit(lambda: row.file.storage.delete(name))
             row.state = current.state
-            return
+            return False
         now = timezone.now()
         row.state, row.size, row.stored_at, row.retry_at = MediaState.STORED, size, now, None
         row.last_error, row.last_error_status = "", None
@@ -236,6 +238,7 @@ def _record_stored(row: StoredMedia, size: int) -> None:
         message = get_message_model()._default_manager.filter(message_sid=row.message_sid).first()
         signals.send_after_commit(signals.media_stored, StoredMedia, media=row, message=message)
     logger.info("Stored media %s of message %s (%d bytes) as %s", row.media_sid, row.message_sid, size, name)
+    return True
 
 
 def _record_failure(row: StoredMedia, error: MediaError) -> None:
