@@ -412,7 +412,7 @@ class ThreadKindFilter(admin.SimpleListFilter):
     """Customers' conversations by default: a group chat is part of its customer's
     thread, not a row of its own (shown with "Group chats" or "All")."""
 
-    title = _("show")
+    title = _("conversations")
     parameter_name = "kind"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, StrOrPromise]]:

@@ -123,3 +123,18 @@ def test_an_opted_out_customers_reply_box_is_disabled(page, site, tenant_with_a_
     assert page.locator("#convlink-reply-body").is_disabled()
     assert page.get_by_role("button", name="Send").is_disabled()
     assert page.get_by_text(f"{CUSTOMER} opted out of texts").is_visible()
+
+
+def test_the_inbox_shows_each_customers_last_message(page, site, tenant_with_a_photo):
+    waiting = ConversationFactory(friendly_name="Tom Becker", customer_phone="+14155550122")
+    MessageFactory(conversation=waiting, author="+14155550122", body="Is late checkout possible on Sunday?")
+    page.goto("/admin/testapp/chatconversation/")
+    rows = page.locator("#result_list tbody tr")
+    assert rows.count() == 2
+    # Newest activity first: Tom's question, waiting for a reply, above Maria's answered thread.
+    assert "Waiting" in rows.nth(0).inner_text() and "Is late checkout possible" in rows.nth(0).inner_text()
+    assert "We: Thanks Maria, a technician comes by at 3pm today." in rows.nth(1).inner_text()
+    results = page.locator("#changelist .results")
+    scroll_width, client_width = results.evaluate("el => [el.scrollWidth, el.clientWidth]")
+    assert scroll_width <= client_width, f"the inbox overflows: {scroll_width} > {client_width}"
+    page.screenshot(path=str(SCREENSHOTS / "inbox-1280.png"), full_page=True)
