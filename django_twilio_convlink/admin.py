@@ -46,6 +46,7 @@ from django.utils.translation import ngettext
 
 from . import get_conversation_model, get_message_model
 from .choices import Direction, MediaState, OptOutMethod, ReceiptStatus
+from .conf import convlink_settings
 from .deliveries import replay
 from .exceptions import ApiError, InvalidMessage
 from .linking import link_manually, manual_link_saved, update_conversation_links
@@ -458,8 +459,16 @@ class ConversationAdmin(OptOutActionsMixin, PhoneSearchMixin, admin.ModelAdmin):
     list_display = ("conversation_label", "last_message", "booking", "apartment")
     list_filter = (ThreadKindFilter, WaitingFilter, LinkedFilter, OptedOutFilter, "link_method",
                    ("state", admin.AllValuesFieldListFilter))
-    search_fields = ("conversation_sid", "customer_phone", "friendly_name")
+    search_fields = ("conversation_sid", "customer_phone", "friendly_name", "messages__body")
     phone_search_lookups = ("customer_phone",)
+
+    def get_search_fields(self, request: HttpRequest) -> Any:
+        # A tenant's name or an apartment, through the booking fields the site names
+        # (BOOKING_SEARCH_FIELDS, checked by twilio_convlink.E025).
+        extra = convlink_settings.BOOKING_SEARCH_FIELDS
+        extra = extra if isinstance(extra, list | tuple) else []
+        booking = tuple(f"booking__{path}" for path in extra if isinstance(path, str) and path)
+        return (*self.search_fields, *booking)
     change_list_template = CHANGE_LIST_TEMPLATE
     change_form_template = CHANGE_FORM_TEMPLATE
     list_select_related = ("booking", "apartment")

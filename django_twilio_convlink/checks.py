@@ -132,6 +132,22 @@ def _check_booking_fields(booking: type[models.Model], apartment: type[models.Mo
             errors.append(_error(
                 f'{SETTINGS_NAME}["{key}"] = {name!r} is not a date field of {booking._meta.label}.',
                 "Name a DateField or DateTimeField of the booking model.", 14))
+    search = convlink_settings.get("BOOKING_SEARCH_FIELDS")
+    # A bare string would be searched letter by letter.
+    paths = search if isinstance(search, list | tuple) else [search]
+    for path in paths:
+        try:
+            if not isinstance(path, str) or not path or not isinstance(search, list | tuple):
+                raise ImproperlyConfigured("not a list of ORM paths")
+            _, field = resolve_path(booking, path)
+            if field.is_relation:
+                raise ImproperlyConfigured(f"{field.name!r} is a relation; name a text field behind it")
+        except (FieldDoesNotExist, ImproperlyConfigured) as exc:
+            errors.append(_error(
+                f'{SETTINGS_NAME}["BOOKING_SEARCH_FIELDS"] holds {path!r}, which does not resolve to a '
+                f"field of {booking._meta.label}: {exc}",
+                'List ORM paths from a booking to text fields, e.g. ["guest__full_name", '
+                '"unit__title"].', 25))
     window = convlink_settings.get("BOOKING_WINDOW_DAYS")
     if not isinstance(window, int) or window < 0:
         errors.append(_error(f'{SETTINGS_NAME}["BOOKING_WINDOW_DAYS"] must be a non-negative integer.',

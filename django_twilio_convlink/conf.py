@@ -37,6 +37,9 @@ DEFAULTS: dict[str, Any] = {
     "BOOKING_START_FIELD": None,
     "BOOKING_END_FIELD": None,
     "BOOKING_WINDOW_DAYS": 90,
+    # Booking fields the admin's conversation search also looks in (ORM paths from the
+    # booking model, e.g. ["guest__full_name", "unit__title"]).
+    "BOOKING_SEARCH_FIELDS": [],
     "PHONE_REGION": "US",
     "VALIDATE_SIGNATURE": True,
     "WEBHOOK_URL": None,

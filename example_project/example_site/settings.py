@@ -116,6 +116,8 @@ TWILIO_CONVLINK = {
     "BOOKING_START_FIELD": "start_date",
     "BOOKING_END_FIELD": "end_date",
     "BOOKING_WINDOW_DAYS": 90,
+    # The admin's conversation search finds a tenant's name and an apartment too.
+    "BOOKING_SEARCH_FIELDS": ["tenant__name", "apartment__name"],
     "PHONE_REGION": "US",
     "VALIDATE_SIGNATURE": True,
     # The public URL configured in Twilio, when a tunnel or proxy makes the URL Django

@@ -366,3 +366,12 @@ def test_a_media_storage_of_the_sites_storages_is_accepted(shared_cache, setting
     settings.STORAGES = {**settings.STORAGES,
                          "evidence": {"BACKEND": "django.core.files.storage.InMemoryStorage"}}
     assert ids(MEDIA_STORAGE="evidence") == set()
+
+
+@pytest.mark.parametrize("fields", [["guest__nickname"], ["guest"], "guest__full_name", [""], [3]])
+def test_booking_search_fields_that_do_not_resolve_are_E025(shared_cache, fields):
+    assert ids(BOOKING_SEARCH_FIELDS=fields) == {"twilio_convlink.E025"}
+
+
+def test_booking_search_fields_of_text_fields_are_quiet(shared_cache):
+    assert ids(BOOKING_SEARCH_FIELDS=["guest__full_name", "unit__title"]) == set()

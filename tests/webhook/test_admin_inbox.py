@@ -115,3 +115,20 @@ def test_the_lists_queries_do_not_grow_with_conversations_or_messages(admin_clie
     ten = list_queries(admin_client)
     add(190)
     assert list_queries(admin_client) == ten
+
+
+def test_the_search_finds_a_tenants_name_an_apartment_and_words_they_wrote(admin_client, settings):
+    from tests.factories import GuestFactory, PropertyFactory, ReservationFactory
+
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK,
+                                "BOOKING_SEARCH_FIELDS": ["guest__full_name", "unit__title"]}
+    booking = ReservationFactory(guest=GuestFactory(full_name="Maria Gonzalez", mobile="+14155550111"),
+                                 unit=PropertyFactory(title="Seaside Loft"))
+    maria = ConversationFactory(friendly_name="", customer_phone="+14155550111", booking=booking)
+    other = ConversationFactory(friendly_name="", customer_phone="+14155550122")
+    MessageFactory(conversation=maria, author="+14155550111", body="The heater is broken")
+    MessageFactory(conversation=maria, author="+14155550111", body="The heater again")
+    MessageFactory(conversation=other, author="+14155550122", body="Where is the key?")
+    for term in ("Gonzalez", "seaside", "heater", "(415) 555-0111"):
+        assert rows(admin_client, q=term) == [str(maria)], term
+    assert rows(admin_client, q="key") == [str(other)]
