@@ -473,23 +473,30 @@ class ConversationAdmin(OptOutActionsMixin, PhoneSearchMixin, admin.ModelAdmin):
     change_form_template = CHANGE_FORM_TEMPLATE
     list_select_related = ("booking", "apartment")
     raw_id_fields = ("booking", "apartment")
-    readonly_fields = ("texts", "conversation_sid", "link_method", "linked_at", "booking_lookup_at",
+    # What a webhook owns is read-only: only the customer's phone and the manual link
+    # (booking, apartment) are a person's to change.
+    readonly_fields = ("texts", "conversation_sid", "friendly_name", "unique_name", "state",
+                       "chat_service_sid", "messaging_service_sid", "attributes", "account_sid",
+                       "date_updated", "link_method", "linked_at", "booking_lookup_at",
                        "date_created", "created_at", "updated_at", "is_group_chat", "group_chat",
                        "group_chat_error", "group_chat_error_code", "group_chat_attempts",
                        "group_chat_retry_at")
     date_hierarchy = "created_at"
     actions = ["relink_selected", "opt_out_selected", "opt_in_selected"]
+    # The thread comes first (change_form.html), then who the customer is and their
+    # booking; Twilio's internals last, folded.
     fieldsets = (
-        (None, {"fields": ("conversation_sid", "friendly_name", "unique_name", "state",
-                           "customer_phone", "texts")}),
-        (_("Link"), {"fields": ("booking", "apartment", "link_method", "linked_at",
-                                "booking_lookup_at")}),
-        (_("Group chat"), {"fields": ("is_group_chat", "group_chat", "group_chat_error",
+        (_("Customer and booking"), {"fields": ("customer_phone", "texts", "booking", "apartment",
+                                                "link_method", "linked_at")}),
+        (_("Group chat"), {"classes": ("collapse",),
+                           "fields": ("is_group_chat", "group_chat", "group_chat_error",
                                       "group_chat_error_code", "group_chat_attempts",
                                       "group_chat_retry_at")}),
         (_("Twilio"), {"classes": ("collapse",),
-                       "fields": ("chat_service_sid", "messaging_service_sid", "attributes",
-                                  "date_created", "created_at", "updated_at")}),
+                       "fields": ("conversation_sid", "friendly_name", "unique_name", "state",
+                                  "chat_service_sid", "messaging_service_sid", "account_sid", "attributes",
+                                  "booking_lookup_at", "date_created", "date_updated", "created_at",
+                                  "updated_at")}),
     )
 
     @admin.display(description=_("conversation"), ordering="customer_phone")
@@ -556,8 +563,12 @@ class ConversationAdmin(OptOutActionsMixin, PhoneSearchMixin, admin.ModelAdmin):
                            change: bool = False, form_url: str = "", obj: Any = None) -> HttpResponse:
         if obj is not None and obj.customer_phone:
             context["convlink_notice"] = opt_out_notice(self.opt_out_of(obj))
-        if obj is not None:
+        message_opts = get_message_model()._meta
+        may_read = request.user.has_perm(f"{message_opts.app_label}.view_{message_opts.model_name}") or \
+            request.user.has_perm(f"{message_opts.app_label}.change_{message_opts.model_name}")
+        if obj is not None and may_read:
             context["convlink_reply"] = self.reply_box(request, obj)
+            context["convlink_message_opts"] = message_opts
             # Oldest first, as a thread reads; the group chat's answers included. Its
             # files in one more query, whatever the number of messages.
             thread = list(thread_messages(obj).reverse())
@@ -700,6 +711,7 @@ class MessageAdmin(PhoneSearchMixin, admin.ModelAdmin):
                        "forward_attempts", "forward_retry_at", "delivery", "delivery_error_code",
                        "delivery_updated_at", "delivery_receipts", "created_at", "updated_at")
     date_hierarchy = "created_at"
+    ordering = ("-created_at", "-pk")  # newest first, as an inbox reads
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # A message row comes from Twilio (a webhook) or from send_message, never from a

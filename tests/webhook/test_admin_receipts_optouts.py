@@ -137,7 +137,7 @@ def test_the_page_of_an_opted_out_customer_says_so_first(admin_client):
     opt_out(PHONE, how="keyword", detail="STOP", origin="webhook")
     page = conversation_page(admin_client, conversation)
     # Above the form's fields, where the page starts.
-    assert page.index("This customer opted out of texts.") < page.index('name="friendly_name"')
+    assert page.index("This customer opted out of texts.") < page.index('name="customer_phone"')
     assert "(texted STOP)" in page and f"Until they text START, nothing is sent to {PHONE}" in page
     assert "Opted out of texts since" in page  # the "texts" field, beside the phone
     row = OptOut.objects.get(phone=PHONE)
