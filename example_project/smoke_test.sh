@@ -23,7 +23,10 @@ done
 "$PY" manage.py send_sample_webhook --url "$url" --wrong-signature  # fails unless 403
 "$PY" manage.py shell -c '
 from messaging.models import TwilioConversation
-c = TwilioConversation.objects.get(is_group_chat=False)
+# Alice'"'"'s, which the sample webhook started (load_demo_inbox made the others).
+c = TwilioConversation.objects.get(is_group_chat=False, customer_phone="+14155550142")
+others = TwilioConversation.objects.exclude(pk=c.pk).filter(is_group_chat=False).count()
+assert others == 4, f"the demo inbox has {others} other conversations, not 4"
 assert c.booking is not None, "conversation not linked"
 assert c.booking.start_date <= __import__("datetime").date.today() <= c.booking.end_date, c.booking
 assert c.apartment == c.booking.apartment and c.link_method == "automatic"

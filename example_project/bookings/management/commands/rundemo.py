@@ -77,6 +77,7 @@ class Command(BaseCommand):
 
         call_command("migrate", interactive=False, verbosity=verbosity)
         call_command("load_demo_data", verbosity=verbosity)
+        call_command("load_demo_inbox", verbosity=verbosity)
         self._ensure_superuser()
 
         origin = browser_origin(addrport)
