@@ -50,6 +50,7 @@ from .conf import convlink_settings
 from .deliveries import replay
 from .exceptions import ApiError, InvalidMessage
 from .linking import link_manually, manual_link_saved, update_conversation_links
+from .media.downloads import descriptors
 from .media.serve import belongs_to, describe_state, file_response, files_of
 from .models import LinkMethod, OptOut, StoredMedia, WebhookDelivery, incomplete
 from .optouts import OPTED_OUT_ERROR, opt_in, opt_out
@@ -62,6 +63,7 @@ from .templatetags.convlink_admin import (
     delivery_label,
     delivery_reason,
     delivery_status,
+    message_files,
 )
 
 if TYPE_CHECKING:
@@ -231,6 +233,15 @@ def admin_url(admin_site: admin.AdminSite, model: Any, view: str, *args: Any, **
     except NoReverseMatch:
         return ""
     return f"{url}?{urlencode(query)}" if query else url
+
+
+def may_view_conversations(request: HttpRequest) -> bool:
+    """Whether the user may view the conversation model's pages (its view or change
+    permission): the rule for seeing a customer's files, as the conversation admin's
+    file view applies it."""
+    opts = get_conversation_model()._meta
+    return any(request.user.has_perm(f"{opts.app_label}.{action}_{opts.model_name}")
+               for action in ("view", "change"))
 
 
 def _when(moment: datetime.datetime) -> str:
@@ -573,9 +584,7 @@ class ConversationAdmin(OptOutActionsMixin, PhoneSearchMixin, admin.ModelAdmin):
             # files in one more query, whatever the number of messages.
             thread = list(thread_messages(obj).reverse())
             context["convlink_thread"] = thread
-            context["convlink_files"] = {
-                sid: (row, self.file_url(obj, sid) if row.is_stored else "")
-                for sid, row in files_of(thread).items()}
+            context["convlink_files"] = self.thread_files(obj, thread)
         return super().render_change_form(request, context, add=add, change=change, form_url=form_url,
                                           obj=obj)
 
@@ -627,6 +636,19 @@ class ConversationAdmin(OptOutActionsMixin, PhoneSearchMixin, admin.ModelAdmin):
 
     def file_url(self, conversation: Any, media_sid: str) -> str:
         return admin_url(self.admin_site, self.model, "file", conversation.pk, media_sid)
+
+    def thread_files(self, conversation: Any, thread: list[Any]) -> dict[str, tuple[StoredMedia, str]]:
+        """The thread's files by media SID: each row, and the URL that serves it when
+        stored. One query, however many messages. A file sent in the group chat (a
+        photo from the manager's phone) is served through the group chat, the
+        conversation it belongs to: through the customer's, the view would not find it."""
+        sent_in: dict[str, Any] = {}
+        for message in thread:
+            for item in descriptors(message):
+                sent_in.setdefault(item["Sid"], message.conversation_id)
+        return {sid: (row, admin_url(self.admin_site, self.model, "file", sent_in.get(sid, conversation.pk),
+                                     sid) if row.is_stored else "")
+                for sid, row in files_of(thread).items()}
 
     def file_view(self, request: HttpRequest, object_id: str, media_sid: str) -> HttpResponseBase:
         """A file a customer sent in this conversation, to whoever may view the
@@ -717,6 +739,21 @@ class MessageAdmin(PhoneSearchMixin, admin.ModelAdmin):
         # A message row comes from Twilio (a webhook) or from send_message, never from a
         # form: an added row would show a text on "our side" that was never sent.
         return False
+
+    def render_change_form(self, request: HttpRequest, context: dict[str, Any], add: bool = False,
+                           change: bool = False, form_url: str = "", obj: Any = None) -> HttpResponse:
+        # The message's photos and files above its fields, as the thread shows them and
+        # through the same file view of the conversation's admin (a group chat's copy
+        # through the group chat, to which the file belongs too). Only for users who may
+        # view conversations: to others that view answers 403, a photo would be a broken image.
+        if obj is not None and attachments(obj.media) and may_view_conversations(request):
+            conversation = get_conversation_model()
+            context["convlink_message_files"] = message_files(obj, {
+                sid: (row, admin_url(self.admin_site, conversation, "file", obj.conversation_id, sid)
+                      if row.is_stored else "")
+                for sid, row in files_of([obj]).items()})
+        return super().render_change_form(request, context, add=add, change=change, form_url=form_url,
+                                          obj=obj)
 
     @admin.display(description=_("message"))
     def short_body(self, obj: Any) -> SafeString:
@@ -823,14 +860,20 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
 
 @admin.register(StoredMedia)
 class StoredMediaAdmin(admin.ModelAdmin):
-    """Customers' files, newest first: what is stored, what is not and why. Read-only
-    (the download writes these rows); each file opens through its conversation's page,
-    which checks the user may view the conversation."""
+    """Customers' files, newest first: what is stored, what is not and why. Read-only:
+    the download writes these rows, and a deleted row would leave its file in storage
+    and be planned, and downloaded, again by ``fetch_twilio_media``.
+
+    Each file opens through its conversation's file view, which checks the user may
+    view the conversation; for a user who may not, the list names the files without
+    showing them (no thumbnail that would only be a broken image) and without the
+    customer's name."""
 
     list_display = ("shown_file", "state_label", "conversation_link", "created_at")
     list_filter = ("state",)
     search_fields = ("filename", "media_sid", "message_sid", "conversation_sid")
     date_hierarchy = "created_at"
+    ordering = ("-created_at", "-pk")
     change_list_template = CHANGE_LIST_TEMPLATE
     readonly_fields = [f.name for f in StoredMedia._meta.fields]
 
@@ -840,41 +883,70 @@ class StoredMediaAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        # "Customer files", not the read-only list's "Select customer file to view".
+        return super().changelist_view(request, {"title": capfirst(StoredMedia._meta.verbose_name_plural),
+                                                 **(extra_context or {})})
+
     def get_queryset(self, request: HttpRequest) -> QuerySet:
-        # The conversation's primary key for its links, in the list's own query.
+        queryset = super().get_queryset(request)
+        if not may_view_conversations(request):
+            return queryset
+        # The conversation's key and name for the links, in the list's own query.
         conversations = get_conversation_model()._default_manager.filter(
-            conversation_sid=OuterRef("conversation_sid")).values("pk")[:1]
-        return super().get_queryset(request).annotate(conversation_pk=Subquery(conversations))
+            conversation_sid=OuterRef("conversation_sid"))
+        return queryset.annotate(**{
+            f"conversation_{field}": Subquery(conversations.values(field)[:1])
+            for field in ("pk", "friendly_name", "customer_phone")})
 
     def _url(self, obj: StoredMedia, view: str, *args: Any) -> str:
         pk = getattr(obj, "conversation_pk", None)
         return admin_url(self.admin_site, get_conversation_model(), view, pk, *args) if pk else ""
 
     @admin.display(description=_("file"), ordering="filename")
-    def shown_file(self, obj: StoredMedia) -> SafeString | str:
+    def shown_file(self, obj: StoredMedia) -> SafeString:
         name = obj.filename or obj.media_sid
+        details = secondary(" · ".join(filter(None, [obj.content_type or str(_("unknown type")),
+                                                      filesizeformat(obj.size) if obj.size else ""])))
         url = self._url(obj, "file", obj.media_sid) if obj.is_stored else ""
         if not url:
-            return format_html("{}{}", name, secondary(obj.content_type))
-        if obj.is_image:
-            return format_html('<a href="{}" target="_blank" rel="noopener"><img src="{}" alt="{}" '
-                               'loading="lazy" style="max-width:120px;max-height:90px;display:block"></a>{}',
-                               url, url, name, secondary(name))
-        return format_html('<a href="{}">{}</a>{}', url, name,
-                           secondary(f"{obj.content_type} · {filesizeformat(obj.size or 0)}"))
+            return format_html("{}{}", name, details)
+        if not obj.is_image:  # a download: no tab of its own
+            return format_html('<a href="{}">{}</a>{}', url, name, details)
+        return format_html('<a href="{}" target="_blank" rel="noopener"><img class="convlink-thumbnail" '
+                           'src="{}" alt="{}" loading="lazy"></a><a href="{}" target="_blank" rel="noopener">'
+                           '{}</a>{}', url, url, name, url, name, details)
 
     @admin.display(description=_("state"), ordering="state")
-    def state_label(self, obj: StoredMedia) -> SafeString | str:
+    def state_label(self, obj: StoredMedia) -> SafeString:
         if obj.state == MediaState.STORED:
-            return obj.get_state_display()
+            when = _when(obj.stored_at) if obj.stored_at else ""
+            return format_html("{}{}", obj.get_state_display(), secondary(when) if when else "")
         kind = str(_("Photo")) if obj.content_type.startswith("image/") else str(_("File"))
-        return format_html('<span class="convlink-file-state">{}</span>', describe_state(obj, kind))
+        details = []
+        if obj.attempts:
+            details.append(ngettext("%(count)d attempt", "%(count)d attempts", obj.attempts)
+                           % {"count": obj.attempts})
+        if obj.last_error_status and str(obj.last_error_status) not in obj.last_error:
+            details.append(_("HTTP %(status)s") % {"status": obj.last_error_status})
+        return format_html('<span class="convlink-file-state">{}</span>{}', describe_state(obj, kind),
+                           secondary(" · ".join(details)) if details else "")
 
     @admin.display(description=_("conversation"), ordering="conversation_sid")
     def conversation_link(self, obj: StoredMedia) -> SafeString | str:
         url = self._url(obj, "change")
-        label = short_sid(obj.conversation_sid)
-        return format_html('<a href="{}">{}</a>', url, label) if url else label
+        message = secondary(format_html("{} {}", _("message"), short_sid(obj.message_sid)))
+        if not url:
+            return format_html("{}{}", short_sid(obj.conversation_sid), message)
+        # The conversation's own words for its customer (its __str__), from the annotations.
+        customer = get_conversation_model()(
+            conversation_sid=obj.conversation_sid,
+            friendly_name=getattr(obj, "conversation_friendly_name", None) or "",
+            customer_phone=getattr(obj, "conversation_customer_phone", None) or "")
+        return format_html('<a href="{}">{}</a>{}', url, str(customer), message)
 
 
 class OptOutForm(forms.ModelForm):

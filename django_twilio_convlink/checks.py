@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.apps import apps
 from django.conf import settings
@@ -433,26 +434,35 @@ def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
+def _scheme_and_host(url: Any) -> bool:
+    """``url`` is ``http(s)://host[:port]`` and nothing more: media.fetch appends
+    ``/v1/Services/...`` to it, so a "?" or "#" (even empty) would turn that path into
+    a query or a fragment, and the credentials would go to the host's root."""
+    if not isinstance(url, str) or any(c.isspace() or not c.isprintable() or c in "?#@" for c in url):
+        return False
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError for a port out of range or not a number
+    except ValueError:  # "http://[::1": an unclosed IPv6 address
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.path.strip("/")
+
+
 @_registered()
 def check_media(errors: list, warnings: list) -> None:
     """Customers' files: the storage alias (E021), the media service URL (E022), the
     numbers (E023), the retention (E024), the credentials (W012)."""
-    from urllib.parse import urlsplit
-
-    from django.conf import settings
-
     alias = convlink_settings.get("MEDIA_STORAGE")
     storages = getattr(settings, "STORAGES", {}) or {}
-    if alias not in storages:
+    # isinstance first: a list or dict given by mistake cannot be looked up (TypeError).
+    if not isinstance(alias, str) or alias not in storages:
         errors.append(_error(
             f'{SETTINGS_NAME}["MEDIA_STORAGE"] = {alias!r} is not an alias of settings.STORAGES: no '
             "customer file could be saved.",
             f"Name one of {sorted(storages)} (\"default\" is Django's default storage), or add it to "
             "settings.STORAGES.", 21))
     url = convlink_settings.get("MEDIA_BASE_URL")
-    parts = urlsplit(url) if isinstance(url, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc \
-            or parts.path.strip("/") or parts.query or parts.fragment:
+    if not _scheme_and_host(url):
         errors.append(_error(
             f'{SETTINGS_NAME}["MEDIA_BASE_URL"] = {url!r} is not a scheme and host: downloads send '
             "the credentials there.",
@@ -468,11 +478,18 @@ def check_media(errors: list, warnings: list) -> None:
             f'{SETTINGS_NAME}["MEDIA_RETENTION_DAYS"] must be None (keep files as long as the site does) '
             f"or a number of days above 0; not {days!r}.", SETTINGS_HINT, 24))
     if convlink_settings.get("MEDIA_DOWNLOAD"):
-        has_key = convlink_settings.get("API_KEY_SID") and convlink_settings.get("API_KEY_SECRET")
-        if not has_key and not (convlink_settings.get("ACCOUNT_SID") and convlink_settings.get("AUTH_TOKEN")):
+        # As media.fetch.credentials_for chooses: an API_KEY_SID wins over the auth
+        # token, so one set without its secret fails every download, token or not.
+        if convlink_settings.get("API_KEY_SID"):
+            missing = ("" if convlink_settings.get("API_KEY_SECRET")
+                       else "API_KEY_SID is set without API_KEY_SECRET")
+        else:
+            missing = ("" if convlink_settings.get("ACCOUNT_SID") and convlink_settings.get("AUTH_TOKEN")
+                       else "neither ACCOUNT_SID and AUTH_TOKEN nor an API key are set")
+        if missing:
             warnings.append(checks.Warning(
-                "MEDIA_DOWNLOAD is on without credentials for Twilio's media service: every customer "
-                "file will fail to download, and stays only at Twilio.",
+                f"MEDIA_DOWNLOAD is on without credentials for Twilio's media service ({missing}): "
+                "every customer file will fail to download, and stays only at Twilio.",
                 hint="Set ACCOUNT_SID and AUTH_TOKEN (or API_KEY_SID and API_KEY_SECRET), or set "
                      "MEDIA_DOWNLOAD to False (in development without an account).",
                 id="twilio_convlink.W012"))

@@ -58,7 +58,8 @@ class MediaService:
         self._cdn = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self, "cdn"))
         for server in (self._mcs, self._cdn):
             server.daemon_threads = True
-            threading.Thread(target=server.serve_forever, daemon=True).start()
+            # A short poll: stop() waits for it, once per server and test.
+            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
     def stop(self) -> None:

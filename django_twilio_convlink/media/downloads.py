@@ -132,23 +132,23 @@ def download_one(media_pk: Any, *, now: bool = False, include_permanent: bool = 
     try:
         recorded = _fetch(row)
     except MediaError as error:
-        _record_failure(row, error)
-        (outcome.failed if row.state == MediaState.FAILED else outcome.given_up).append(row.media_sid)
-        return outcome
+        failure = error
     except ApiError as error:  # learning the service SID through the SDK
-        _record_failure(row, MediaError(f"Fetching conversation {row.conversation_sid}: {error}",
-                                        transient=error.transient, status=error.status))
-        (outcome.failed if row.state == MediaState.FAILED else outcome.given_up).append(row.media_sid)
-        return outcome
+        failure = MediaError(f"Fetching conversation {row.conversation_sid}: {error}",
+                             transient=error.transient, status=error.status)
     except Exception as exc:
         # A bug or a storage failure: recorded as transient (a full disk is fixed by a
         # person), and logged with its traceback.
         logger.exception("Downloading media %s failed", row.media_sid)
-        _record_failure(row, MediaError(f"{type(exc).__name__}: {exc}", transient=True))
-        outcome.failed.append(row.media_sid)
+        failure = MediaError(f"{type(exc).__name__}: {exc}", transient=True)
+    else:
+        # Not recorded: a run that took over decided first (its file, or its failure).
+        (outcome.stored if recorded else outcome.left).append(row.media_sid)
         return outcome
-    # Not recorded: a run that took over decided first (its file, or its failure).
-    (outcome.stored if recorded else outcome.left).append(row.media_sid)
+    if not _record_failure(row, failure):
+        outcome.left.append(row.media_sid)
+    else:
+        (outcome.failed if row.state == MediaState.FAILED else outcome.given_up).append(row.media_sid)
     return outcome
 
 
@@ -241,7 +241,10 @@ def _record_stored(row: StoredMedia, size: int) -> bool:
     return True
 
 
-def _record_failure(row: StoredMedia, error: MediaError) -> None:
+def _record_failure(row: StoredMedia, error: MediaError) -> bool:
+    """Record the failure on the row while this run's claim holds it; False when it
+    no longer does (this run outlived its claim and another took the file over: that
+    run's outcome stands, and its download is not thrown away for this one's failure)."""
     attempts = row.attempts + 1
     if isinstance(error, MediaRefused):
         state = MediaState.REFUSED
@@ -251,16 +254,25 @@ def _record_failure(row: StoredMedia, error: MediaError) -> None:
         state = MediaState.FAILED
     retry_at = timezone.now() + retry_delay(attempts) if state == MediaState.FAILED else None
     try:
-        StoredMedia.objects.filter(pk=row.pk, state=MediaState.DOWNLOADING).update(
+        # The claim's deadline (set by _claim) tells this run's claim from another's.
+        claim = StoredMedia.objects.filter(pk=row.pk, state=MediaState.DOWNLOADING, retry_at=row.retry_at)
+        held = claim.update(
             state=state, attempts=attempts, retry_at=retry_at, last_error=str(error)[:2000],
             last_error_status=error.status, updated_at=timezone.now())
     except DatabaseError:
         # The claim expires on its own and makes the file due again.
         logger.exception("Could not record the failed download of media %s", row.media_sid)
+    else:
+        if not held:
+            logger.warning("Download of media %s (message %s) failed after another run took it over "
+                           "(or its row was deleted); not recorded: %s",
+                           row.media_sid, row.message_sid, error)
+            return False
     row.state, row.attempts, row.retry_at, row.last_error = state, attempts, retry_at, str(error)
     log = logger.warning if state == MediaState.FAILED else logger.error
     log("Download of media %s (message %s) failed (attempt %d%s): %s", row.media_sid, row.message_sid,
         attempts, f", retry after {retry_at:%H:%M:%S}" if retry_at else ", giving up", error)
+    return True
 
 
 def due(now: datetime.datetime | None = None, *, include_permanent: bool = False,

@@ -13,9 +13,10 @@ Two requests per file (twilio-facts, "Media"); the twilio SDK does not cover MCS
    passes the limit.
 
 Every failure is a ``MediaError`` that says whether trying again may help: a fresh
-file's 404, 429, 5xx, timeouts and broken connections may; 401/403 (credentials), a
-redirect from the media service, a malformed answer do not. A file too large, or
-larger than Twilio declared, is ``MediaRefused``.
+file's 404, 429, 5xx, timeouts, broken connections, a temporary link refused (it
+expired) may; the media service's 401/403 (credentials), a redirect from it, a
+malformed answer do not. A file too large, or larger than Twilio declared, is
+``MediaRefused``.
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ def download(session: requests.Session, url: str, *, limit: int, declared: int |
                 raise MediaError(f"The download ended after {size} of {declared} bytes.", transient=True)
         except requests.RequestException as exc:
             file.close()
-            raise MediaError(f"{type(exc).__name__}: {exc}", transient=True) from exc
+            raise MediaError(_error_text(exc, url), transient=True) from exc
         except BaseException:
             file.close()
             raise
@@ -191,19 +192,28 @@ def _get(session: requests.Session, url: str, *, auth: Any, stream: bool) -> req
         return session.get(url, auth=auth, stream=stream, allow_redirects=False, timeout=(timeout, timeout))
     except (requests.RequestException, OSError) as exc:
         # Timeouts, refused or reset connections, DNS: worth trying again.
-        raise MediaError(f"{type(exc).__name__}: {exc}", transient=True) from exc
+        raise MediaError(_error_text(exc, url), transient=True) from exc
+
+
+def _error_text(exc: BaseException, url: str) -> str:
+    """The error for the row and the log, without the URL's query: a temporary link's
+    query is its signature, which reads the file until it expires (never stored)."""
+    text = f"{type(exc).__name__}: {exc}"
+    query = urlsplit(url).query
+    return text.replace(query, "...") if query else text
 
 
 def _raise_for_status(response: requests.Response, who: str, credentials: Credentials | None) -> None:
     status = response.status_code
     if 200 <= status < 300:
         return
-    if status in (401, 403):
-        whose = f" the credentials of {credentials.label}" if credentials else " the request"
-        raise MediaError(f"{who} answered {status}: it refuses{whose}. Permanent until the credentials "
-                         "change (then: fetch_twilio_media --include-permanent).",
-                         transient=False, status=status)
-    # A fresh file may answer 404 for a short while (twilio-facts, "Media").
-    transient = status in (404, 408, 425, 429) or status >= 500
+    if status in (401, 403) and credentials is not None:
+        raise MediaError(f"{who} answered {status}: it refuses the credentials of {credentials.label}. "
+                         "Permanent until the credentials change (then: fetch_twilio_media "
+                         "--include-permanent).", transient=False, status=status)
+    # A fresh file may answer 404 for a short while (twilio-facts, "Media"). A temporary
+    # link carries no credentials: its 401/403 is a link that expired, and the next
+    # attempt asks the media service for a new one.
+    transient = status in (401, 403, 404, 408, 425, 429) or status >= 500
     raise MediaError(f"{who} answered {status}{' ' + response.reason if response.reason else ''}.",
                      transient=transient, status=status)

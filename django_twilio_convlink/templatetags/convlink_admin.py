@@ -23,6 +23,8 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
 from ..choices import Direction, ReceiptStatus
+from ..conf import convlink_settings
+from ..media.serve import describe_state
 from ..receipts import FAILURES, error_meaning
 
 if TYPE_CHECKING:
@@ -59,8 +61,6 @@ def message_files(message: Any, files: Any) -> list[ShownFile]:
     """The files of ``message`` as the thread shows them. ``files`` maps media SIDs to
     (StoredMedia row, URL of the admin view that serves it), as ConversationAdmin puts
     it in the page's context; without it every file reads as kept at Twilio."""
-    from ..media.serve import describe_state
-
     found = files if isinstance(files, dict) else {}
     shown = []
     for item, attachment in zip(_items(message.media), attachments(message.media), strict=True):
@@ -71,7 +71,12 @@ def message_files(message: Any, files: Any) -> list[ShownFile]:
             shown.append(ShownFile(attachment.name, url, row.is_image, filesizeformat(row.size or 0), ""))
         else:
             kind = str(_("Photo")) if image else str(_("File"))
-            shown.append(ShownFile(attachment.name, "", False, "", describe_state(row, kind)))
+            # No row while downloads are on: its task has not run yet (or was lost, and
+            # fetch_twilio_media will plan it). "Kept at Twilio" is for MEDIA_DOWNLOAD off.
+            note = (_("%(kind)s not downloaded yet") % {"kind": kind}
+                    if row is None and isinstance(sid, str) and convlink_settings.MEDIA_DOWNLOAD
+                    else describe_state(row, kind))
+            shown.append(ShownFile(attachment.name, "", False, "", str(note)))
     return shown
 
 

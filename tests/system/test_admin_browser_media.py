@@ -96,6 +96,38 @@ def test_the_photo_appears_in_the_thread(page, site, tenant_with_a_photo):
     assert report.is_visible()
     assert page.get_by_text("tap.jpg: Photo kept at Twilio (not downloaded)").is_visible()
     page.screenshot(path=str(SCREENSHOTS / "media-conversation.png"), full_page=True)
+    page.locator(".convlink-thread").screenshot(path=str(SCREENSHOTS / "media-thread.png"))
+
+    # A click opens the whole picture in a tab of its own, drawn despite its sandboxing policy.
+    with page.expect_popup() as opened:
+        image.click()
+    whole = opened.value
+    whole.wait_for_load_state()
+    assert whole.url.endswith(image.get_attribute("src"))
+    assert whole.evaluate("document.contentType") == "image/png"
+    assert whole.locator("img").evaluate("img => img.naturalWidth") == 480
+
+
+def test_the_customer_files_list_shows_each_file_and_why_one_is_missing(page, site, tenant_with_a_photo):
+    from django_twilio_convlink.models import StoredMedia
+
+    StoredMedia.objects.create(media_sid=sid("ME"), message_sid=sid("IM"), content_type="image/jpeg",
+                               conversation_sid=tenant_with_a_photo.conversation_sid, filename="boiler.jpg",
+                               size=2_400_000, state="permanent", attempts=1, last_error_status=403,
+                               last_error="Twilio refused the credentials (HTTP 403).")
+    page.goto("/admin/twilio_convlink/storedmedia/")
+    rows = page.locator("#result_list tbody tr")
+    assert rows.count() == 3
+    thumbnail = page.locator("#result_list img.convlink-thumbnail")
+    assert thumbnail.count() == 1
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=thumbnail.element_handle())
+    assert "Maria Gonzalez (+14155550111)" in rows.nth(0).inner_text()
+    listed = page.locator("#result_list").inner_text()
+    assert "Photo could not be downloaded: Twilio refused the credentials" in listed
+    results = page.locator("#changelist .results")
+    scroll_width, client_width = results.evaluate("el => [el.scrollWidth, el.clientWidth]")
+    assert scroll_width <= client_width, f"the list overflows: {scroll_width} > {client_width}"
+    page.screenshot(path=str(SCREENSHOTS / "media-customer-files.png"), full_page=True)
 
 
 def test_a_reply_is_sent_from_the_thread(page, site, tenant_with_a_photo):
@@ -138,3 +170,14 @@ def test_the_inbox_shows_each_customers_last_message(page, site, tenant_with_a_p
     scroll_width, client_width = results.evaluate("el => [el.scrollWidth, el.clientWidth]")
     assert scroll_width <= client_width, f"the inbox overflows: {scroll_width} > {client_width}"
     page.screenshot(path=str(SCREENSHOTS / "inbox-1280.png"), full_page=True)
+
+
+def test_a_messages_page_shows_its_photo(page, site, tenant_with_a_photo):
+    message = tenant_with_a_photo.messages.get(index=0)
+    page.goto(f"/admin/testapp/chatmessage/{message.pk}/change/")
+    image = page.locator(".convlink-message-files img")
+    image.wait_for()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+    assert image.evaluate("img => img.naturalWidth") == 480
+    assert page.locator(".convlink-message-files").get_by_text("heater.png").is_visible()
+    page.screenshot(path=str(SCREENSHOTS / "media-message.png"), full_page=True)

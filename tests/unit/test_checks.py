@@ -340,12 +340,26 @@ def test_a_keyword_setting_that_is_no_list_is_only_E020(changes):
     ({"MEDIA_BASE_URL": "ftp://mcs.us1.twilio.com"}, "twilio_convlink.E022"),
     ({"MEDIA_BASE_URL": "https://mcs.us1.twilio.com/v1"}, "twilio_convlink.E022"),
     ({"MEDIA_BASE_URL": None}, "twilio_convlink.E022"),
+    # An empty query or fragment still moves the /v1/... path out of the path.
+    ({"MEDIA_BASE_URL": "https://mcs.us1.twilio.com?"}, "twilio_convlink.E022"),
+    ({"MEDIA_BASE_URL": "https://mcs.us1.twilio.com#"}, "twilio_convlink.E022"),
+    ({"MEDIA_BASE_URL": "https://user:secret@mcs.us1.twilio.com"}, "twilio_convlink.E022"),
+    ({"MEDIA_BASE_URL": "https://:443"}, "twilio_convlink.E022"),
+    ({"MEDIA_BASE_URL": "https://mcs.us1.twilio.com:99999"}, "twilio_convlink.E022"),
+    ({"MEDIA_BASE_URL": "https://mcs.us1.twilio.com\n"}, "twilio_convlink.E022"),
+    # urlsplit raises for these: the check must report them, not raise.
+    ({"MEDIA_BASE_URL": "http://[::1"}, "twilio_convlink.E022"),
+    ({"MEDIA_BASE_URL": "https://mcs.us1.twilio.com:port"}, "twilio_convlink.E022"),
+    ({"MEDIA_STORAGE": ["default"]}, "twilio_convlink.E021"),
+    ({"MEDIA_STORAGE": None}, "twilio_convlink.E021"),
     ({"MEDIA_MAX_BYTES": 0}, "twilio_convlink.E023"),
     ({"MEDIA_MAX_ATTEMPTS": "8"}, "twilio_convlink.E023"),
     ({"MEDIA_RETRY_DELAY": True}, "twilio_convlink.E023"),
     ({"MEDIA_RETENTION_DAYS": 0}, "twilio_convlink.E024"),
     ({"MEDIA_RETENTION_DAYS": "90"}, "twilio_convlink.E024"),
     ({"MEDIA_DOWNLOAD": True, "ACCOUNT_SID": ""}, "twilio_convlink.W012"),
+    # The key wins over the token (media.fetch.credentials_for): half a key fails every file.
+    ({"MEDIA_DOWNLOAD": True, "API_KEY_SID": "SK" + "1" * 32, "API_KEY_SECRET": ""}, "twilio_convlink.W012"),
 ])
 def test_each_media_mistake_has_its_id(shared_cache, changes, expected):
     assert ids(**changes) == {expected}
@@ -354,6 +368,7 @@ def test_each_media_mistake_has_its_id(shared_cache, changes, expected):
 @pytest.mark.parametrize("changes", [
     {"MEDIA_DOWNLOAD": True},
     {"MEDIA_DOWNLOAD": True, "MEDIA_BASE_URL": "http://127.0.0.1:8025/", "MEDIA_RETENTION_DAYS": 365},
+    {"MEDIA_BASE_URL": "http://[::1]:8025"},
     {"MEDIA_DOWNLOAD": True, "ACCOUNT_SID": "",
      "API_KEY_SID": "SK" + "1" * 32, "API_KEY_SECRET": "secret"},
     {"MEDIA_DOWNLOAD": False, "ACCOUNT_SID": ""},
@@ -375,3 +390,14 @@ def test_booking_search_fields_that_do_not_resolve_are_E025(shared_cache, fields
 
 def test_booking_search_fields_of_text_fields_are_quiet(shared_cache):
     assert ids(BOOKING_SEARCH_FIELDS=["guest__full_name", "unit__title"]) == set()
+
+
+
+@pytest.mark.parametrize(("changes", "missing"), [
+    ({"API_KEY_SID": "SK" + "1" * 32, "API_KEY_SECRET": ""}, "API_KEY_SID is set without API_KEY_SECRET"),
+    ({"ACCOUNT_SID": ""}, "neither ACCOUNT_SID and AUTH_TOKEN nor an API key are set"),
+])
+def test_w012_says_which_credentials_are_missing(shared_cache, settings, changes, missing):
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "MEDIA_DOWNLOAD": True, **changes}
+    [warning] = [m for m in check_settings() if m.id == "twilio_convlink.W012"]
+    assert missing in warning.msg

@@ -75,8 +75,10 @@ def test_a_photo_is_served_inline_to_whoever_may_view_the_conversation(client):
     assert b"".join(response.streaming_content) == JPEG
     assert response["Content-Type"] == "image/jpeg"
     assert response["Content-Disposition"].startswith("inline")
+    assert response["Content-Disposition"] == 'inline; filename="tap.jpg"'
     assert response["X-Content-Type-Options"] == "nosniff"
-    assert "sandbox" in response["Content-Security-Policy"]
+    policy = [directive.strip() for directive in response["Content-Security-Policy"].split(";")]
+    assert policy[0] == "default-src 'none'" and "sandbox" in policy
 
 
 @pytest.mark.parametrize("user", ["no permission", "anonymous", "not staff"])
@@ -111,6 +113,7 @@ def test_anything_but_a_raster_image_is_a_download(admin_client, content, conten
     assert response["Content-Type"] == "application/octet-stream"
     assert response["Content-Disposition"] == f'attachment; filename="{filename}"'
     assert response["X-Content-Type-Options"] == "nosniff"
+    assert "sandbox" in response["Content-Security-Policy"]
 
 
 def test_a_senders_file_name_cannot_reach_the_header_unsafely(admin_client):
@@ -166,15 +169,47 @@ def test_the_thread_links_other_files_and_says_why_one_is_missing(admin_client):
 def test_the_threads_queries_do_not_grow_with_its_files(admin_client):
     short, long = (ConversationFactory(customer_phone=PHONE) for _ in range(2))
     photo(short)
-    for _ in range(6):
+    for _ in range(3):
         photo(long)
+        photo(long, content=b"%PDF", content_type="application/pdf", filename="lease.pdf")
+        photo(long, state="failed", filename="heater.jpg")
+        MessageFactory(conversation=long, body="", media=[
+            {"Sid": sid("ME"), "ContentType": "image/jpeg", "Filename": "not-yet.jpg", "Size": 10}])
 
-    def queries(conversation) -> int:
+    def queries(conversation) -> list[str]:
         with CaptureQueriesContext(connection) as captured:
             page(admin_client, conversation)
-        return len(captured)
+        return [query["sql"] for query in captured]
 
-    assert queries(short) == queries(long)
+    assert len(queries(short)) == len(queries(long))
+    # The files of the whole thread in one query, by their media SIDs.
+    assert len([sql for sql in queries(long) if StoredMedia._meta.db_table in sql]) == 1
+
+
+def test_a_photo_the_manager_sent_in_the_group_chat_opens_from_the_customers_page(admin_client):
+    customer = ConversationFactory(customer_phone=PHONE)
+    group = ConversationFactory(is_group_chat=True, customer_phone=PHONE)
+    customer.group_chat = group
+    customer.save()
+    row = photo(group, filename="new-tap.jpg")  # sent from the manager's phone, a file of the group chat
+    url = reverse("admin:testapp_chatconversation_file", args=[group.pk, row.media_sid])
+
+    assert f'<img src="{url}"' in page(admin_client, customer)
+    assert admin_client.get(url).status_code == 200
+
+
+@pytest.mark.parametrize("downloads, note", [
+    (False, "tap.jpg: Photo kept at Twilio (not downloaded)"),
+    (True, "tap.jpg: Photo not downloaded yet"),
+], ids=["MEDIA_DOWNLOAD off", "task not run yet"])
+def test_a_file_without_a_row_is_named_from_the_message(admin_client, settings, downloads, note):
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "MEDIA_DOWNLOAD": downloads}
+    conversation = ConversationFactory(customer_phone=PHONE)
+    MessageFactory(conversation=conversation, body="", media=[
+        {"Sid": sid("ME"), "ContentType": "image/jpeg", "Filename": "tap.jpg", "Size": 2048}])
+    html = page(admin_client, conversation)
+    thread = html.split('class="module convlink-thread"')[1].split("</fieldset>")[0]
+    assert note in thread and "<img" not in thread
 
 
 def test_the_customer_files_list_shows_thumbnails_and_states(admin_client):
@@ -184,6 +219,80 @@ def test_the_customer_files_list_shows_thumbnails_and_states(admin_client):
     html = response.content.decode()
 
     assert response.status_code == 200
-    assert f'<img src="{file_url(stored)}"' in html
-    assert "Photo not downloaded yet (will be tried again)" in html and failed.filename in html
+    assert f'class="convlink-thumbnail" src="{file_url(stored)}"' in html and stored.file.name not in html
+    assert "Photo not downloaded yet (will be tried again): The media service answered 500." in html
+    assert failed.filename in html and f"{PHONE}</a>" in html
     assert admin_client.get(reverse("admin:twilio_convlink_storedmedia_add")).status_code == 403
+
+
+def test_the_customer_files_list_is_read_only(admin_client):
+    row = photo()
+    delete = admin_client.get(reverse("admin:twilio_convlink_storedmedia_delete", args=[row.pk]))
+    assert delete.status_code == 403
+    html = admin_client.get(reverse("admin:twilio_convlink_storedmedia_changelist")).content.decode()
+    assert 'name="action"' not in html  # no "delete selected"
+    change = admin_client.post(reverse("admin:twilio_convlink_storedmedia_change", args=[row.pk]),
+                               {"filename": "other.jpg"})
+    assert change.status_code == 403
+    row.refresh_from_db()
+    assert row.filename == "tap.jpg"
+
+
+def test_the_list_shows_no_file_to_whom_may_not_view_conversations(client):
+    row = photo()
+    client.force_login(staff("view_storedmedia"))
+    response = client.get(reverse("admin:twilio_convlink_storedmedia_changelist"))
+    html = response.content.decode()
+
+    assert response.status_code == 200 and "tap.jpg" in html
+    assert "<img class=\"convlink-thumbnail\"" not in html and "/file/" not in html and PHONE not in html
+    assert client.get(file_url(row)).status_code == 403
+
+
+def message_page(client, row) -> str:
+    from tests.testapp.models import ChatMessage
+
+    message = ChatMessage.objects.get(message_sid=row.message_sid)
+    response = client.get(reverse("admin:testapp_chatmessage_change", args=[message.pk]))
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def test_a_messages_page_shows_its_photo_through_the_admin_view(admin_client):
+    row = photo()
+    html = message_page(admin_client, row)
+
+    assert "Photos and files" in html
+    assert f'<img src="{file_url(row)}"' in html
+    assert "/public-media/" not in html and row.file.name not in html
+
+
+def test_a_messages_page_says_why_a_file_is_missing(admin_client):
+    row = photo(state="failed", filename="heater.jpg")
+    html = message_page(admin_client, row)
+
+    note = "heater.jpg: Photo not downloaded yet (will be tried again): The media service answered 500."
+    assert note in html and "<img src=" not in html
+
+
+def test_the_group_chats_copy_shows_the_photo_through_the_group_chat(admin_client):
+    from tests.testapp.models import ChatMessage
+
+    group = ConversationFactory(is_group_chat=True)
+    customer = ConversationFactory(customer_phone=PHONE, group_chat=group)
+    row = photo(customer)
+    original = ChatMessage.objects.get(message_sid=row.message_sid)
+    copy = MessageFactory(conversation=group, body=original.body, media=original.media)
+    response = admin_client.get(reverse("admin:testapp_chatmessage_change", args=[copy.pk]))
+    url = reverse("admin:testapp_chatconversation_file", args=[group.pk, row.media_sid])
+
+    assert f'<img src="{url}"' in response.content.decode()
+    assert b"".join(admin_client.get(url).streaming_content) == JPEG
+
+
+def test_a_messages_page_shows_no_file_to_whom_may_not_view_conversations(client):
+    row = photo()
+    client.force_login(staff("view_chatmessage"))
+    html = message_page(client, row)
+
+    assert "Photos and files" not in html and "/file/" not in html

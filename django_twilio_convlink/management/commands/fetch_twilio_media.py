@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from ... import get_message_model
 from ...conf import convlink_settings
+from ...events import canonical_sid
 from ...media import Outcome, download_message_media, download_one, due, messages_without_rows
 from ..options import from_keyword, moment, row_limit
 
@@ -55,6 +56,8 @@ class Command(BaseCommand):
         limit = from_keyword(row_limit, limit, "--limit")
         since = (from_keyword(moment, since, "--since") if since is not None
                  else timezone.now() - DEFAULT_LOOKBACK)
+        if conversation_sid is not None:
+            conversation_sid = canonical_sid(conversation_sid.strip())  # as the webhook stored it
         if not convlink_settings.MEDIA_DOWNLOAD:
             self.stdout.write('MEDIA_DOWNLOAD is off in settings.TWILIO_CONVLINK: nothing is fetched.')
             return

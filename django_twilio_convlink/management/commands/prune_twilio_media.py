@@ -8,6 +8,8 @@ and only with a retention (``MEDIA_RETENTION_DAYS``, or ``--days``)::
     manage.py prune_twilio_media --dry-run
 
 A pruned file's row stays, in state ``pruned``: the download does not bring it back.
+A file the storage fails to delete is reported and its row left stored, for the next
+run; the others still go, and the command exits 1.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ class Command(BaseCommand):
                             help=f"Keep this many days, 0 to {MAX_DAYS} (default: MEDIA_RETENTION_DAYS).")
         parser.add_argument("--dry-run", action="store_true", help="Count, delete nothing.")
 
-    def handle(self, *args: Any, days: int | None, dry_run: bool, **options: Any) -> None:
+    def handle(self, *args: Any, days: int | None, dry_run: bool, verbosity: int,
+               **options: Any) -> None:
         source = "--days"
         if days is None:
             days, source = convlink_settings.MEDIA_RETENTION_DAYS, "MEDIA_RETENTION_DAYS"
@@ -49,15 +52,30 @@ class Command(BaseCommand):
         if dry_run:
             self.stdout.write(f"Would delete {old.count()} file(s) stored more than {days} days ago.")
             return
-        deleted = 0
-        while batch := list(old.order_by("pk")[:BATCH]):
+        deleted = failed = 0
+        last = 0
+        # By primary key, not "the first 500 still stored": a row whose file could not
+        # be deleted stays stored and would come back in every batch.
+        while batch := list(old.filter(pk__gt=last).order_by("pk")[:BATCH]):
+            last = batch[-1].pk
             for row in batch:
-                name = row.file.name
-                # The row first: a file whose deletion fails is an orphan in the storage,
-                # never a row pointing at nothing.
-                StoredMedia.objects.filter(pk=row.pk, state=MediaState.STORED).update(
+                # The file first, then the row: a deletion that fails leaves the row
+                # stored, so the next run deletes it; the other way round it would be an
+                # orphan nothing points at, a customer's file kept past the retention.
+                # Storages delete a missing file without complaint, so a run that died
+                # between the two steps is finished by the next.
+                if row.file.name:
+                    try:
+                        row.file.storage.delete(row.file.name)
+                    except Exception as error:  # the others still go
+                        failed += 1
+                        self.stderr.write(f"{row.media_sid}: {row.file.name} not deleted: {error}")
+                        continue
+                deleted += StoredMedia.objects.filter(pk=row.pk, state=MediaState.STORED).update(
                     state=MediaState.PRUNED, file="", updated_at=timezone.now())
-                if name:
-                    row.file.storage.delete(name)
-                deleted += 1
-        self.stdout.write(f"Deleted {deleted} file(s) stored more than {days} days ago.")
+                if verbosity >= 2:
+                    self.stdout.write(f"Deleted {row.media_sid} of message {row.message_sid}")
+        self.stdout.write(f"Deleted {deleted} file(s) stored more than {days} days ago"
+                          + (f"; {failed} could not be deleted." if failed else "."))
+        if failed:
+            raise CommandError(f"{failed} file(s) could not be deleted from the storage.")
