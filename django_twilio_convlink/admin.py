@@ -61,6 +61,7 @@ from .templatetags.convlink_admin import (
     attachments,
     delivery,
     delivery_label,
+    delivery_of,
     delivery_reason,
     delivery_status,
     message_files,
@@ -455,7 +456,9 @@ class WaitingFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         if self.value() == "yes":
-            return queryset.filter(last_direction=Direction.INBOUND)
+            # A customer who opted out (their last text often the STOP itself) cannot
+            # be answered: they wait for nothing.
+            return queryset.filter(last_direction=Direction.INBOUND, customer_opted_out=False)
         if self.value() == "no":
             return queryset.filter(last_direction=Direction.OUTBOUND)
         return queryset
@@ -467,7 +470,7 @@ LINK_METHOD_SHORT = {LinkMethod.AUTOMATIC: _("automatic"), LinkMethod.RETROACTIV
 
 
 class ConversationAdmin(OptOutActionsMixin, PhoneSearchMixin, admin.ModelAdmin):
-    list_display = ("conversation_label", "last_message", "booking", "apartment")
+    list_display = ("conversation_label", "last_message", "apartment")
     list_filter = (ThreadKindFilter, WaitingFilter, LinkedFilter, OptedOutFilter, "link_method",
                    ("state", admin.AllValuesFieldListFilter))
     search_fields = ("conversation_sid", "customer_phone", "friendly_name", "messages__body")
@@ -484,6 +487,8 @@ class ConversationAdmin(OptOutActionsMixin, PhoneSearchMixin, admin.ModelAdmin):
     change_form_template = CHANGE_FORM_TEMPLATE
     list_select_related = ("booking", "apartment")
     raw_id_fields = ("booking", "apartment")
+    # ... an autocomplete instead where the site's admin of the booking (apartment)
+    # model can search: get_autocomplete_fields.
     # What a webhook owns is read-only: only the customer's phone and the manual link
     # (booking, apartment) are a person's to change.
     readonly_fields = ("texts", "conversation_sid", "friendly_name", "unique_name", "state",
@@ -510,19 +515,34 @@ class ConversationAdmin(OptOutActionsMixin, PhoneSearchMixin, admin.ModelAdmin):
                                   "updated_at")}),
     )
 
-    @admin.display(description=_("conversation"), ordering="customer_phone")
+    @admin.display(description=_("customer"), ordering="customer_phone")
     def conversation_label(self, obj: Any) -> SafeString | str:
-        # str() names the customer (a real friendly name, else the phone); the SID
-        # only when there is nothing else, and then once.
-        label = str(obj)
+        # Who: the booking's own name for its customer (its __str__, the site's
+        # choice), else what str() of the conversation gives (a real friendly name,
+        # else the phone); the phone and the shortened SID below. The SID alone only
+        # when there is nothing else, and then once.
+        label = str(obj.booking) if obj.booking_id else str(obj)
         if label == obj.conversation_sid:
             return short_sid(obj.conversation_sid)
         kind = _("group chat") if obj.is_group_chat else ""
+        phone = obj.customer_phone if obj.customer_phone and obj.customer_phone not in label else ""
         opted_out = format_html(' <span class="convlink-badge convlink-badge-opted-out" title="{}">{}</span>',
                                 _("Opted out of texts: nothing is sent to this customer."), _("Opted out")
                                 ) if getattr(obj, "customer_opted_out", False) else ""
         return format_html("{}{}{}", label, opted_out, secondary(format_html_join(
-            " · ", "{}", ((part,) for part in (kind, short_sid(obj.conversation_sid)) if part))))
+            " · ", "{}", ((part,) for part in (kind, phone, short_sid(obj.conversation_sid)) if part))))
+
+    def get_autocomplete_fields(self, request: HttpRequest) -> Any:
+        # Django's autocomplete asks the related model's admin to search (and refuses
+        # without search_fields, admin.E040): where the site's booking or apartment
+        # admin has none, or the model is not registered, the raw id box stays.
+        searchable = []
+        for name in ("booking", "apartment"):
+            related = self.model._meta.get_field(name).related_model
+            if self.admin_site.is_registered(related) and \
+                    self.admin_site.get_model_admin(related).get_search_fields(request):
+                searchable.append(name)
+        return (*super().get_autocomplete_fields(request), *searchable)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         # The list's columns and filters read these (the filters run before display).
@@ -540,17 +560,20 @@ class ConversationAdmin(OptOutActionsMixin, PhoneSearchMixin, admin.ModelAdmin):
             return self.get_empty_value_display()
         ours = obj.last_direction == Direction.OUTBOUND
         text = obj.last_body or (_("(photo or file)") if obj.last_media else "")
-        flags = []
-        if not ours:
-            flags.append(format_html(
-                '<span class="convlink-badge convlink-badge-waiting" title="{}">{}</span>',
-                _("The customer wrote last: waiting for a reply."), _("Waiting")))
+        flag: SafeString | str = ""
+        state: SafeString | str = ""
+        if not ours and not getattr(obj, "customer_opted_out", False):
+            flag = format_html('<span class="convlink-badge convlink-badge-waiting" title="{}">{}</span> ',
+                               _("The customer wrote last: waiting for a reply."), _("Waiting"))
         elif obj.last_delivery in FAILURES:
-            flags.append(format_html('<span class="convlink-badge convlink-badge-opted-out">{}</span>',
-                                     _("Not delivered")))
+            flag = format_html('<span class="convlink-badge convlink-badge-opted-out">{}</span> ',
+                               _("Not delivered"))
+        elif ours:
+            # Sent, delivered, read or no receipt yet: quiet, beside the time.
+            state = format_html(" · {}", delivery_label(delivery_of(obj.last_delivery or "")))
         who = _("We") if ours else _("Customer")
-        return format_html("{}{} {}", format_html_join(" ", "{}", ((f,) for f in flags)),
-                           truncated(f"{who}: {text}", 70), secondary(_when(when)))
+        return format_html("{}{} {}", flag, truncated(f"{who}: {text}", 70),
+                           secondary(format_html("{}{}", _when(when), state)))
 
     def opt_out_of(self, obj: Any) -> OptOut | None:
         """The opt-out record of ``obj``'s customer, read once per page."""
@@ -584,9 +607,22 @@ class ConversationAdmin(OptOutActionsMixin, PhoneSearchMixin, admin.ModelAdmin):
             # files in one more query, whatever the number of messages.
             thread = list(thread_messages(obj).reverse())
             context["convlink_thread"] = thread
+            context["convlink_who"] = self.who(obj)
             context["convlink_files"] = self.thread_files(obj, thread)
         return super().render_change_form(request, context, add=add, change=change, form_url=form_url,
                                           obj=obj)
+
+    def who(self, obj: Any) -> list[tuple[StrOrPromise, Any, str]]:
+        """The line above the thread: (what, value, its admin page or "") for the
+        customer's phone, booking and apartment, those the conversation has."""
+        parts: list[tuple[StrOrPromise, Any, str]] = []
+        if obj.customer_phone:
+            parts.append((_("Phone"), obj.customer_phone, ""))
+        for name, what in (("booking", _("Booking")), ("apartment", _("Apartment"))):
+            related = getattr(obj, name)
+            if related is not None:
+                parts.append((what, related, admin_url(self.admin_site, type(related), "change", related.pk)))
+        return parts
 
     def get_urls(self) -> list:
         opts = self.model._meta

@@ -34,6 +34,19 @@ assert c.messages.count() == 1
 g = c.group_chat
 assert g is not None and g.is_group_chat and g.booking == c.booking, "no group chat"
 assert c.messages.get().forward_state == "sent" and g.messages.get().author == "ASSISTANT"
+# The inbox a manager opens: Alice waits for a reply, and the booking names her, in
+# a few queries (the booking'"'"'s tenant and apartment come with the list'"'"'s query).
+from django.contrib.auth import get_user_model
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+admin = Client(HTTP_HOST="127.0.0.1")
+admin.force_login(get_user_model().objects.get(username="admin"))
+with CaptureQueriesContext(connection) as queries:
+    page = admin.get("/admin/messaging/twilioconversation/")
+html = page.content.decode()
+assert page.status_code == 200 and "Waiting" in html and str(c.booking) in html, page.status_code
+assert len(queries) <= 12, f"the inbox took {len(queries)} queries"
 print(f"example site ok: {c.conversation_sid} linked to {c.booking} ({c.link_method}); "
       f"group chat {g.conversation_sid} got the forward")
 '

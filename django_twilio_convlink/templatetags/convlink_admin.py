@@ -151,10 +151,15 @@ def delivery(message: Any) -> Delivery | None:
     status = message.delivery_status or ""
     if not status and message.direction != Direction.OUTBOUND:
         return None
+    return delivery_of(status, message.delivery_error_code, message.delivery_updated_at)
+
+
+def delivery_of(status: str, code: int | None = None,
+                updated_at: datetime.datetime | None = None) -> Delivery:
+    """The delivery a summary ``status`` stands for (a list's annotation has no more)."""
     label, explanation = DELIVERY_WORDS.get(status, (status, ""))
-    code = message.delivery_error_code
     return Delivery(status=status, label=label, explanation=explanation, error_code=code,
-                    error_meaning=error_meaning(code) if code else "", updated_at=message.delivery_updated_at)
+                    error_meaning=error_meaning(code) if code else "", updated_at=updated_at)
 
 
 @register.filter

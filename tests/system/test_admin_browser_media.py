@@ -1,7 +1,7 @@
 """A customer's photo as a property manager sees it, in a real browser at 1280 x 800
 (the fixtures of test_admin_browser: Debian's chromium, Playwright, the live server):
 the picture itself in the thread, loaded through the admin, and the other files as
-links. Screenshot: /tmp/media-conversation.png.
+links. Screenshot: artifacts/screenshots/media-conversation.png.
 """
 
 import datetime

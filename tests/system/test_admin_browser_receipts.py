@@ -1,7 +1,7 @@
 """Receipts and opt-outs as a property manager sees them, in a real browser at 1280 x
 800 (the fixtures of test_admin_browser: Debian's chromium, Playwright, the live
 server): a text that did not arrive and a customer who opted out must be seen without
-scrolling sideways or reading closely. Screenshots go to /tmp/receipts-*.png.
+scrolling sideways or reading closely. Screenshots go to artifacts/screenshots/receipts-*.png.
 """
 
 import datetime

@@ -6,4 +6,8 @@ from .models import ChatConversation, ChatMessage, Guest, Property, Reservation
 
 admin.site.register(ChatConversation, ConversationAdmin)
 admin.site.register(ChatMessage, MessageAdmin)
-admin.site.register([Property, Guest, Reservation])
+# The reservation admin can search, so a conversation's booking is chosen with an
+# autocomplete; the property admin cannot, so its apartment keeps the raw id box.
+admin.site.register(Reservation, search_fields=["guest__full_name", "guest__mobile", "unit__title"],
+                    ordering=["-pk"])
+admin.site.register([Property, Guest])

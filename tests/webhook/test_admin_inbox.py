@@ -3,6 +3,7 @@ thread's last message and whether the customer waits for a reply, newest activit
 first, in a constant number of queries; and one thread per customer on the page."""
 
 import datetime
+import re
 
 import pytest
 from django.db import connection
@@ -132,3 +133,54 @@ def test_the_search_finds_a_tenants_name_an_apartment_and_words_they_wrote(admin
     for term in ("Gonzalez", "seaside", "heater", "(415) 555-0111"):
         assert rows(admin_client, q=term) == [str(maria)], term
     assert rows(admin_client, q="key") == [str(other)]
+
+
+def test_the_customer_column_names_the_booking_else_the_phone(admin_client):
+    from tests.factories import GuestFactory, ReservationFactory
+
+    booking = ReservationFactory(guest=GuestFactory(full_name="Maria Gonzalez", mobile="+14155550111"))
+    ConversationFactory(friendly_name="", customer_phone="+14155550111", booking=booking)
+    ConversationFactory(friendly_name="", customer_phone="+14155550122")
+    html = admin_client.get(reverse(CONVERSATIONS)).content.decode()
+    cells = {re.sub(r"<[^>]+>", "|", cell.split("</th>")[0]).strip("|").split("|")[0]:
+             re.sub(r"<[^>]+>", "|", cell.split("</th>")[0])
+             for cell in html.split('class="field-conversation_label">')[1:]}
+    # The booking's own __str__ (the site's choice of words) first, the phone below
+    # it; a conversation without a booking is its phone, once.
+    assert set(cells) == {str(booking), "+14155550122"}, cells
+    assert "+14155550111" in cells[str(booking)]
+    assert cells["+14155550122"].count("+14155550122") == 1
+
+
+@pytest.mark.parametrize(("status", "shown"), [("", "No receipt yet"), ("sent", "Sent"),
+                                               ("delivered", "Delivered"), ("read", "Read"),
+                                               ("failed", "Not delivered"), ("undelivered", "Not delivered")])
+def test_the_list_says_what_became_of_our_last_text(admin_client, status, shown):
+    conversation = ConversationFactory(friendly_name="Maria", customer_phone="+14155550111")
+    MessageFactory(conversation=conversation, author="+14155550111", body="Is the heater fixed?",
+                   date_created=at(0))
+    MessageFactory(conversation=conversation, author="ASSISTANT", direction="outbound",
+                   body="Yes, since noon", delivery_status=status, date_created=at(1))
+    html = admin_client.get(reverse(CONVERSATIONS)).content.decode()
+    cell = html.split('class="field-last_message">')[1].split("</td>")[0]
+    assert "We: Yes, since noon" in cell and f">{shown}</span>" in cell, cell
+    assert "Waiting" not in cell
+
+
+def test_the_booking_is_chosen_with_an_autocomplete_where_the_sites_admin_can_search(admin_client):
+    from django.contrib.admin.widgets import AutocompleteSelect, ForeignKeyRawIdWidget
+
+    from tests.factories import GuestFactory, ReservationFactory
+
+    booking = ReservationFactory(guest=GuestFactory(full_name="Maria Gonzalez", mobile="+14155550111"))
+    ReservationFactory(guest=GuestFactory(full_name="Jonas Berg", mobile="+14155550122"))
+    conversation = ConversationFactory(customer_phone="+14155550111")
+    response = admin_client.get(reverse("admin:testapp_chatconversation_change", args=[conversation.pk]))
+    fields = response.context["adminform"].form.fields
+    # The test site's reservation admin has search_fields, its property admin none:
+    # the apartment keeps the raw id box rather than an autocomplete Django would refuse.
+    assert isinstance(fields["booking"].widget, AutocompleteSelect)
+    assert isinstance(fields["apartment"].widget, ForeignKeyRawIdWidget)
+    found = admin_client.get(reverse("admin:autocomplete"), {
+        "term": "gonz", "app_label": "testapp", "model_name": "chatconversation", "field_name": "booking"})
+    assert [row["id"] for row in found.json()["results"]] == [str(booking.pk)]
