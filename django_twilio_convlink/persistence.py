@@ -42,6 +42,10 @@ from .swappable import get_conversation_model, get_message_model
 # the commit) cannot give: a process killed between the commit and the signal would
 # lose it. Steps are added with register_insert_step (the group chat's "pending
 # forward" mark, from AppConfig.ready).
+# The origin of what ``sync_twilio_conversations`` brings in from Twilio's API: history,
+# which the insert steps store but do not act on (no forward, no download).
+HISTORY = "sync"
+
 InsertStep = Callable[[AbstractTwilioMessage, AbstractTwilioConversation, str], Callable[[], None] | None]
 _insert_steps: list[InsertStep] = []
 
@@ -243,25 +247,7 @@ def save_message_to_db(
         # Locked: two updates of one message must not interleave their stale checks.
         message = manager.select_for_update().filter(message_sid=event.message_sid).first()
     if message is None:
-        # django-stubs types the swappable foreign key by the settings mypy runs with
-        # (the test site's ChatConversation); the app only knows the abstract model.
-        message = Message(  # type: ignore[misc]
-            message_sid=event.message_sid,
-            conversation=conversation,
-            author=event.author,
-            body=event.body,
-            direction=direction_of(event.author),
-            index=event.index,
-            date_created=event.date_created,
-            date_updated=event.date_updated,
-            # A removal whose onMessageAdded has not arrived yet is still a removal.
-            date_removed=(removal_time(event) if event.event_type == "onMessageRemoved"
-                          else event.date_removed),
-            source=event.source,
-            participant_sid=event.participant_sid,
-            attributes=event.attributes,
-            media=event.media,
-        )
+        message = new_message(conversation, event)
         after_insert = [then for step in _insert_steps if (then := step(message, conversation, origin))]
         message.save(force_insert=True, using=manager.db)
         # Announced before the steps' own after-commit work (the group chat's forward,
@@ -294,6 +280,81 @@ def save_message_to_db(
         message.save(update_fields=["date_removed", "updated_at"])
         _changed(message_removed, message, conversation, origin)
     return message, False
+
+
+def new_message(conversation: AbstractTwilioConversation, event: MessageEvent) -> AbstractTwilioMessage:
+    """The unsaved row of ``event``'s message, as every path stores one."""
+    # django-stubs types the swappable foreign key by the settings mypy runs with
+    # (the test site's ChatConversation); the app only knows the abstract model.
+    return get_message_model()(  # type: ignore[misc]
+        message_sid=event.message_sid,
+        conversation=conversation,
+        author=event.author,
+        body=event.body,
+        direction=direction_of(event.author),
+        index=event.index,
+        date_created=event.date_created,
+        date_updated=event.date_updated,
+        # A removal whose onMessageAdded has not arrived yet is still a removal.
+        date_removed=(removal_time(event) if event.event_type == "onMessageRemoved"
+                      else event.date_removed),
+        source=event.source,
+        participant_sid=event.participant_sid,
+        attributes=event.attributes,
+        media=event.media,
+    )
+
+
+def save_new_messages_to_db(
+    conversation: AbstractTwilioConversation, events: list[MessageEvent], *, origin: str,
+    prepare: Callable[[AbstractTwilioMessage, MessageEvent], None] | None = None,
+) -> list[AbstractTwilioMessage]:
+    """Store, in one INSERT, the messages of ``events`` not stored yet: a page of
+    history. A message already stored is left as it is; returns the new rows.
+
+    Each new row is what ``save_message_to_db`` would have made of an onMessageAdded
+    (``new_message``, then ``prepare``, then the registered insert steps), its
+    waiting receipts are applied and ``message_received`` is sent with ``origin``
+    after the commit. Call inside a transaction: a webhook storing one of these
+    messages at the same moment makes the INSERT raise IntegrityError, and the
+    caller runs the page again (``db.run_with_retries``), which then leaves that
+    message alone. Costs a constant number of statements however many messages:
+    one SELECT of the stored SIDs, one INSERT, and the receipts' looks.
+    """
+    Message = get_message_model()
+    manager = Message._default_manager
+    sids = list(dict.fromkeys(event.message_sid for event in events))
+    stored = set(manager.filter(message_sid__in=sids).values_list("message_sid", flat=True))
+    rows: list[AbstractTwilioMessage] = []
+    after_insert: list[Callable[[], None]] = []
+    for event in events:
+        if event.message_sid in stored:
+            continue
+        stored.add(event.message_sid)
+        row = new_message(conversation, event)
+        if prepare is not None:
+            prepare(row, event)
+        after_insert += [then for step in _insert_steps if (then := step(row, conversation, origin))]
+        rows.append(row)
+    if not rows:
+        return rows
+    manager.bulk_create(rows)
+    if rows[0].pk is None:  # a database that does not return the new keys
+        keys = dict(manager.filter(message_sid__in=[row.message_sid for row in rows])
+                    .values_list("message_sid", "pk"))
+        for row in rows:
+            row.pk = keys[row.message_sid]
+    for row in rows:
+        # As save() leaves a new row: a receiver's later save() writes only what it changed.
+        row.__dict__["_convlink_stored"] = row._stored_values()
+        _changed(message_received, row, conversation, origin)
+    new_sids = [row.message_sid for row in rows]
+    apply_waiting(new_sids, origin=origin)
+    if settle := [row.message_sid for row in rows if may_get_receipts(row, conversation)]:
+        settle_after_commit(settle, origin=origin, using=manager.db)
+    for then in after_insert:
+        then()
+    return rows
 
 
 def _changed(signal: Any, message: AbstractTwilioMessage, conversation: AbstractTwilioConversation,

@@ -20,8 +20,8 @@ media_stored            ``StoredMedia``                ``media``, ``message``
 ``"replay"`` (``replay_twilio_webhooks``, the admin's replay action),
 ``"group_chat"`` (the copy of a customer's message the app posted into the group
 chat and stored itself, or a 21610 answer to it), ``"api"`` (a message the site sent
-with ``send_message``) or ``"admin"`` (a person, through
-the admin or ``opt_out``/``opt_in``).
+with ``send_message``), ``"sync"`` (history brought in by ``sync_twilio_conversations``)
+or ``"admin"`` (a person, through the admin or ``opt_out``/``opt_in``).
 ``message_status_changed`` is sent when a delivery receipt changes the message's
 summary status or error code (``receipts``); ``customer_opted_out`` and
 ``customer_opted_in`` when a phone's opt-out state changes (``optouts``: ``how`` is

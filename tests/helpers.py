@@ -6,6 +6,7 @@ from here; test modules import from here, never from each other or from a confte
 import json
 import secrets
 import threading
+from functools import partial
 from pathlib import Path
 
 from django.conf import settings
@@ -56,23 +57,38 @@ THREADS = 8
 
 
 def deliver_at_once(deliveries: list[dict[str, str]]) -> list[int]:
-    barrier = threading.Barrier(len(deliveries))
-    statuses: list[int] = []
+    """Each delivery signed and posted from its own thread, all released at once; the
+    HTTP statuses."""
+    return at_once([partial(_deliver, data) for data in deliveries])
 
-    def deliver(data: dict[str, str]) -> None:
+
+def _deliver(data: dict[str, str]) -> int:
+    return TwilioClient().webhook(data).status_code
+
+
+def at_once(calls: list) -> list:
+    """Run ``calls`` in threads released together by a barrier; their results (in the
+    order they finished). An exception in a thread fails the caller's test."""
+    barrier = threading.Barrier(len(calls))
+    results: list = []
+    errors: list[BaseException] = []
+
+    def run(call) -> None:
         try:
-            client = TwilioClient()
             barrier.wait(timeout=10)
-            statuses.append(client.webhook(data).status_code)
+            results.append(call())
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            errors.append(exc)
         finally:
             connections.close_all()  # each thread opened its own connection
 
-    threads = [threading.Thread(target=deliver, args=(data,)) for data in deliveries]
+    threads = [threading.Thread(target=run, args=(call,)) for call in calls]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=30)
-    return statuses
+        thread.join(timeout=60)
+    assert errors == []
+    return results
 
 
 MESSAGE_SIGNALS = ("message_received", "message_updated", "message_removed")

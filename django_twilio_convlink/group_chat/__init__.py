@@ -16,6 +16,7 @@ Its modules import one way, ``wiring`` -> ``forward`` -> ``remote``:
 
 from .forward import (
     UNFINISHED,
+    attach_group_chat,
     due_for_retry,
     ensure_group_chat,
     forward_customer_message,
@@ -27,7 +28,8 @@ from .remote import UNIQUE_NAME_PREFIX, group_chat_unique_name
 from .wiring import FORWARD_TASK, PENDING_GRACE, connect, forward_task, wants_forward
 
 __all__ = [
-    "FORWARD_TASK", "PENDING_GRACE", "UNFINISHED", "UNIQUE_NAME_PREFIX", "connect", "due_for_retry",
+    "FORWARD_TASK", "PENDING_GRACE", "UNFINISHED", "UNIQUE_NAME_PREFIX", "attach_group_chat", "connect",
+    "due_for_retry",
     "ensure_group_chat", "forward_customer_message", "forward_task", "group_chat_unique_name",
     "record_failure", "reopen", "retry_delay", "wants_forward",
 ]

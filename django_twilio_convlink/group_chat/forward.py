@@ -76,23 +76,29 @@ def ensure_group_chat(conversation: AbstractTwilioConversation) -> AbstractTwili
 
 def _store_group_chat(conversation: AbstractTwilioConversation, sid: str, friendly_name: str,
                       unique_name: str) -> AbstractTwilioConversation:
-    Conversation = type(conversation)
     with transaction.atomic():
         group, _ = save_conversation_to_db(sid, friendly_name=friendly_name, unique_name=unique_name)
-        now = timezone.now()
-        # Through the instance, not a queryset update: it is the one message_received
-        # hands the receivers of the copies, and must say what is stored.
-        marks = {"is_group_chat": True, "customer_phone": conversation.customer_phone,
-                 "booking_id": conversation.booking_id, "apartment_id": conversation.apartment_id,
-                 "link_method": conversation.link_method, "linked_at": conversation.linked_at,
-                 "booking_lookup_at": now}
-        for name, value in marks.items():
-            setattr(group, name, value)
-        group.save(update_fields=[name.removesuffix("_id") for name in marks] + ["updated_at"])
-        Conversation._default_manager.filter(pk=conversation.pk).update(group_chat=group, updated_at=now)
-    conversation.group_chat = group
+        attach_group_chat(conversation, group)
     logger.info("Group chat %s ready for conversation %s", sid, conversation.conversation_sid)
     return group
+
+
+def attach_group_chat(conversation: AbstractTwilioConversation, group: AbstractTwilioConversation) -> None:
+    """Mark ``group`` as ``conversation``'s group chat, with its customer, booking and
+    link: when the app has just created it, and when history brings in one it made
+    before (``sync_twilio_conversations``, by its unique name). Call in a transaction."""
+    now = timezone.now()
+    # Through the instance, not a queryset update: it is the one message_received
+    # hands the receivers of the copies, and must say what is stored.
+    marks = {"is_group_chat": True, "customer_phone": conversation.customer_phone,
+             "booking_id": conversation.booking_id, "apartment_id": conversation.apartment_id,
+             "link_method": conversation.link_method, "linked_at": conversation.linked_at,
+             "booking_lookup_at": now}
+    for name, value in marks.items():
+        setattr(group, name, value)
+    group.save(update_fields=[name.removesuffix("_id") for name in marks] + ["updated_at"])
+    type(conversation)._default_manager.filter(pk=conversation.pk).update(group_chat=group, updated_at=now)
+    conversation.group_chat = group
 
 
 def _claim(message_pk: int) -> tuple[AbstractTwilioMessage, AbstractTwilioConversation, bool] | None:

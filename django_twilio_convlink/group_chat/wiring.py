@@ -30,7 +30,7 @@ from ..choices import ForwardState
 from ..conf import convlink_settings
 from ..exceptions import ApiError
 from ..models import AbstractTwilioConversation, AbstractTwilioMessage
-from ..persistence import register_insert_step
+from ..persistence import HISTORY, register_insert_step
 from ..phones import customer_phone_from_author
 from ..signals import message_removed
 from .forward import drop_forward, forward_customer_message
@@ -62,8 +62,11 @@ def mark_for_forward(message: AbstractTwilioMessage, conversation: AbstractTwili
     """The group chat's step before a new message row is inserted (an insert step):
     mark it pending when it is to be forwarded, and enqueue its task after the
     INSERT. A message whose first news is its removal was taken back: never
-    forwarded. With GROUP_CHAT off, this reads one setting and nothing else."""
-    if message.date_removed is not None or not wants_forward(conversation, message.author):
+    forwarded; nor is history brought in by ``sync_twilio_conversations`` (origin
+    "sync"): it is not news. With GROUP_CHAT off, this reads one setting and nothing
+    else."""
+    if origin == HISTORY or message.date_removed is not None or not wants_forward(conversation,
+                                                                                  message.author):
         return None
     message.forward_state = ForwardState.PENDING
     message.forward_retry_at = timezone.now() + PENDING_GRACE

@@ -20,7 +20,7 @@ from typing import Any
 from .. import tasks
 from ..conf import convlink_settings
 from ..models import AbstractTwilioConversation, AbstractTwilioMessage, StoredMedia
-from ..persistence import register_insert_step
+from ..persistence import HISTORY, register_insert_step
 from .downloads import descriptors, download_message_media
 
 MEDIA_TASK = "download_message_media_task"
@@ -29,8 +29,10 @@ MEDIA_TASK = "download_message_media_task"
 def mark_for_download(message: AbstractTwilioMessage, conversation: AbstractTwilioConversation,
                       origin: str) -> Callable[[], None] | None:
     """The download's insert step: a new message with media gets its task once the
-    row is inserted. With MEDIA_DOWNLOAD off, or no media, it does nothing."""
-    if not message.media or not convlink_settings.MEDIA_DOWNLOAD or not descriptors(message):
+    row is inserted. With MEDIA_DOWNLOAD off, or no media, it does nothing; nor for
+    history (origin "sync"), whose files ``sync_twilio_conversations --media`` fetches."""
+    if origin == HISTORY or not message.media or not convlink_settings.MEDIA_DOWNLOAD \
+            or not descriptors(message):
         return None
     return lambda: tasks.enqueue(MEDIA_TASK, message.pk)
 

@@ -303,3 +303,44 @@ def test_mock_refuses_a_request_that_breaks_the_spec(backend, prism, breaking_ca
     error = to_api_error(raised.value)
     assert (error.status, error.transient) == (422, False), error
     assert f"Request body property {field} must" in prism.log_since(start)
+
+
+def test_the_history_syncs_reads_fit_the_spec(backend, prism):
+    """Every read sync_twilio_conversations makes (the first page of each list is
+    enough: the pages after it are the URLs Twilio itself hands out)."""
+    from django_twilio_convlink.history import TwilioHistory
+
+    reader = TwilioHistory(client=backend.client)
+    conversations = accepted(prism, lambda: next(reader.conversation_pages(since="2026-01-01",
+                                                                           state="active")))
+    conversation_sid = conversations[0].sid
+    assert conversation_sid.startswith("CH")
+    assert accepted(prism, lambda: reader.conversation(conversation_sid)).sid == conversation_sid
+    accepted(prism, lambda: reader.addresses(conversation_sid))
+    messages = accepted(prism, lambda: next(reader.message_pages(conversation_sid)))
+    assert messages and messages[0].sid.startswith("IM")
+    accepted(prism, lambda: next(reader.message_pages(conversation_sid, order="desc", page_size=1)))
+    found = accepted(prism, lambda: next(reader.conversations_of(CUSTOMER)))
+    assert all(sid.startswith("CH") for sid in found)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_conversation_from_the_spec_is_brought_in(backend, prism):
+    """Twilio's own examples of a conversation, its participants and messages, through
+    the whole command: stored, and nothing written back to Twilio."""
+    import io
+
+    from django.core.management import call_command
+
+    from tests.testapp.models import ChatConversation
+
+    start = prism.log_size()
+    out = io.StringIO()
+    call_command("sync_twilio_conversations", "--conversation-sid", "CHaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                 stdout=out, stderr=io.StringIO())
+    assert "0 failed" in out.getvalue(), out.getvalue()
+    stored = ChatConversation.objects.get(conversation_sid="CHaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")
+    assert stored.messages.exists()
+    log = prism.log_since(start)
+    assert "[HTTP SERVER] get /v1/Conversations/CHaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/Messages" in log
+    assert "[HTTP SERVER] post" not in log  # history is read, never written back

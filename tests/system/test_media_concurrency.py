@@ -4,47 +4,20 @@ a photo planned beside its original): one row, one file in the storage, one
 ``media_stored``. Needs a database server with row locks (PostgreSQL, MariaDB in
 .ci/run); skipped on SQLite, whose single writer lock would serialize the threads."""
 
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from django.db import connection
 
-from django_twilio_convlink.media import Outcome, download_message_media, download_one
+from django_twilio_convlink.media import download_message_media, download_one
 from django_twilio_convlink.models import StoredMedia
 from tests.factories import ConversationFactory, MessageFactory
-from tests.helpers import THREADS, sid
+from tests.helpers import THREADS, at_once, sid
 
 pytestmark = [pytest.mark.concurrency, pytest.mark.django_db(transaction=True)]
 
 ROUNDS = 5
 SERVICE_SID = "IS" + "8" * 32
 JPEG = b"\xff\xd8\xff\xe0" + b"leak" * 4000
-
-
-def at_once(calls: list[Callable[[], Outcome]]) -> list[Outcome]:
-    """Run ``calls`` in threads released together by a barrier; their outcomes."""
-    barrier = threading.Barrier(len(calls))
-    outcomes: list[Outcome] = []
-    errors: list[BaseException] = []
-
-    def run(call: Callable[[], Outcome]) -> None:
-        try:
-            barrier.wait(timeout=10)
-            outcomes.append(call())
-        except BaseException as exc:  # reported by the test, not lost in the thread
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(call,)) for call in calls]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert errors == []
-    return outcomes
 
 
 def files_in(settings) -> list[Path]:
