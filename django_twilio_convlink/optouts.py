@@ -35,7 +35,7 @@ from .conf import convlink_settings
 from .exceptions import CustomerOptedOut
 from .models import AbstractTwilioConversation, AbstractTwilioMessage, OptOut
 from .phones import customer_phone_from_author, normalize_phone
-from .signals import customer_opted_in, customer_opted_out, send_after_commit
+from .signals import HISTORY, customer_opted_in, customer_opted_out, send_after_commit
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +152,11 @@ def opt_out_by_keyword(message: AbstractTwilioMessage, conversation: AbstractTwi
                        origin: str) -> Callable[[], None] | None:
     """The insert step: a customer's message that is a keyword changes their opt-out
     state in the message's own transaction, after its INSERT. Any other message
-    costs a length check, no statement."""
+    costs a length check, no statement. History (origin "sync") changes no opt-out:
+    an old STOP would opt out now a customer who may have texted START since, in a
+    conversation synced later; Twilio's own 21610 teaches the app (``record_opt_out``)."""
+    if origin == HISTORY:
+        return None
     found = keyword_in(message.body)
     if found is None:
         return None

@@ -32,6 +32,7 @@ from .exceptions import RefusedEvent
 from .models import AbstractTwilioConversation, AbstractTwilioMessage, WaitingReceipt
 from .phones import is_system_author
 from .receipts import apply_waiting, may_get_receipts, settle_after_commit
+from .signals import HISTORY as HISTORY  # re-exported for the insert steps
 from .signals import message_received, message_removed, message_updated, send_after_commit
 from .swappable import get_conversation_model, get_message_model
 
@@ -42,10 +43,6 @@ from .swappable import get_conversation_model, get_message_model
 # the commit) cannot give: a process killed between the commit and the signal would
 # lose it. Steps are added with register_insert_step (the group chat's "pending
 # forward" mark, from AppConfig.ready).
-# The origin of what ``sync_twilio_conversations`` brings in from Twilio's API: history,
-# which the insert steps store but do not act on (no forward, no download).
-HISTORY = "sync"
-
 InsertStep = Callable[[AbstractTwilioMessage, AbstractTwilioConversation, str], Callable[[], None] | None]
 _insert_steps: list[InsertStep] = []
 

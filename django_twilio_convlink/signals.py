@@ -63,6 +63,11 @@ from typing import Any
 from django.db import transaction
 from django.dispatch import Signal
 
+# The origin of what ``sync_twilio_conversations`` brings in from Twilio's API: history,
+# which the write path's insert steps store but do not act on (no forward, no
+# download, no opt-out by an old keyword).
+HISTORY = "sync"
+
 logger = logging.getLogger(__name__)
 
 message_received = Signal()

@@ -2,7 +2,7 @@
 the history sync's tests (the SDK is pointed at it with API_BASE_URL).
 
 It holds an account: conversations, their participants and messages. It answers
-``GET /v1/Conversations`` (StartDate, State, PageSize), ``/v1/Conversations/{sid}``,
+``GET /v1/Conversations`` (StartDate, EndDate, State, PageSize), ``/v1/Conversations/{sid}``,
 ``.../Participants``, ``.../Messages`` (Order, PageSize) and
 ``/v1/ParticipantConversations`` (Address), in Twilio's JSON, a page at a time with a
 ``meta.next_page_url`` chain on Twilio's own host (the SDK follows it, and
@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import base64
 import datetime
-import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
+
+from tests.fake_twilio import send_json
 
 TWILIO = "https://conversations.twilio.com"
 ACCOUNT = "AC0123456789abcdef0123456789abcdef"
@@ -133,6 +135,9 @@ class TwilioAccount:
             if query.get("StartDate"):
                 since = datetime.datetime.fromisoformat(query["StartDate"][:10]).replace(tzinfo=datetime.UTC)
                 listed = [c for c in listed if c.date_created >= since]
+            if query.get("EndDate"):
+                until = datetime.datetime.fromisoformat(query["EndDate"][:10]).replace(tzinfo=datetime.UTC)
+                listed = [c for c in listed if c.date_created < until]
             if query.get("State"):
                 listed = [c for c in listed if c.state == query["State"]]
             return self.page(path, query, "conversations", [c.json() for c in listed])
@@ -155,15 +160,18 @@ class TwilioAccount:
             if parts[3] == "Messages":
                 messages = sorted(conversation.messages, key=lambda m: m.index,
                                   reverse=query.get("Order") == "desc")
-                return self.page(path, query, "messages", [m.json(conversation.sid) for m in messages])
+                return self.page(path, query, "messages", messages,
+                                 lambda m: m.json(conversation.sid))
         return 404, {"code": 20404, "message": f"No such resource {path}", "status": 404}
 
     @staticmethod
     def page(path: str, query: dict[str, str], key: str, items: list[Any],
-             largest: int = 100) -> tuple[int, Any]:
+             as_json: Callable[[Any], Any] = lambda item: item, largest: int = 100) -> tuple[int, Any]:
+        # Only the page's items are turned into JSON: the stand-in runs in the process
+        # whose memory the history benchmark measures.
         size = min(int(query.get("PageSize", 50)), largest)
         number = int(query.get("Page", 0))
-        chunk = items[number * size:(number + 1) * size]
+        chunk = [as_json(item) for item in items[number * size:(number + 1) * size]]
         base = {k: v for k, v in query.items() if k not in ("Page", "PageToken")}
 
         def url(page: int) -> str:
@@ -185,12 +193,7 @@ def _handler(account: TwilioAccount) -> type[BaseHTTPRequestHandler]:
             pass
 
         def reply(self, status: int, body: Any) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, status, body)
 
         def do_GET(self) -> None:
             split = urlsplit(self.path)

@@ -56,11 +56,19 @@ def status_of(error: Exception) -> int | None:
     return getattr(error, "status", None)
 
 
+def _failed_page(error: Exception) -> bool:
+    """A page's plain ``TwilioException("Unable to fetch page", response)``; not the
+    SDK's ``TwilioRestException`` nor its RFC 9457 ``TwilioServiceException`` (a
+    ``TwilioException`` without that response), which ``api.to_api_error`` reads."""
+    return (isinstance(error, TwilioException) and not isinstance(error, TwilioRestException)
+            and len(error.args) > 1 and hasattr(error.args[1], "status_code"))
+
+
 def api_error(error: Exception) -> ApiError:
     """``error`` as the app's ApiError, a failed page's included (its body names
     Twilio's code and message)."""
     status = status_of(error)
-    if isinstance(error, TwilioException) and not isinstance(error, TwilioRestException) and status:
+    if _failed_page(error) and status:
         try:
             body = json.loads(getattr(error.args[1], "text", "") or "{}")
         except ValueError:
@@ -116,12 +124,15 @@ class TwilioHistory:
             current = page
             page = self.call(current.next_page, f"{what}, page {number}")
 
-    def conversation_pages(self, *, since: str = "", state: str = "") -> Iterator[list[Any]]:
-        """Every conversation of the account (created on or after ``since``,
-        ``YYYY-MM-DD``, in ``state``), 100 a page."""
+    def conversation_pages(self, *, since: str = "", until: str = "", state: str = "") -> Iterator[list[Any]]:
+        """Every conversation of the account (created on or after ``since`` and before
+        ``until``, both ``YYYY-MM-DD``, in ``state``), 100 a page. Twilio takes the
+        dates as the start of the day in UTC (StartDate, EndDate)."""
         options: dict[str, Any] = {"page_size": PAGE_SIZE}
         if since:
-            options["start_date"] = since
+            options["start_date"] = f"{since}T00:00:00Z"
+        if until:
+            options["end_date"] = f"{until}T00:00:00Z"
         if state:
             options["state"] = state
         return self.pages(lambda: self.conversations_api.conversations.page(**options),

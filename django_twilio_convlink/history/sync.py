@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from django.db import transaction
-from django.db.models import Count, Max, Min
+from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import Count, Max, Min, Q
+from django.utils import timezone
 
+from ..conf import convlink_settings
 from ..db import run_with_retries
 from ..exceptions import ApiError, InvalidPayload, RefusedEvent
 from ..group_chat import UNIQUE_NAME_PREFIX, attach_group_chat
@@ -36,10 +38,13 @@ from ..models import AbstractTwilioConversation, AbstractTwilioMessage
 from ..persistence import HISTORY, save_new_messages_to_db
 from ..phones import customer_phone_from_author, normalize_phone
 from ..swappable import get_conversation_model, get_message_model
-from .reading import PAGE_SIZE, TwilioHistory
+from .reading import TwilioHistory
 from .records import conversation_event, delivery_summary, message_event
 
 logger = logging.getLogger(__name__)
+
+# How many times a page is stored again when webhooks keep storing its messages first.
+PAGE_RACES = 10
 
 
 @dataclass
@@ -53,6 +58,7 @@ class SyncReport:
     messages_already: int = 0
     linked: int = 0
     media_fetched: int = 0
+    gone: int = 0
     pages: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
@@ -79,6 +85,7 @@ class ConversationDone:
     messages_already: int
     linked: bool
     error: str = ""
+    gone: bool = False
 
 
 class Sync:
@@ -97,34 +104,40 @@ class Sync:
 
     # Which conversations
 
-    def run(self, *, since: str = "", state: str = "", conversation_sid: str = "", phone: str = "",
-            missing: bool = False) -> SyncReport:
+    def run(self, *, since: str = "", until: str = "", state: str = "", conversation_sid: str = "",
+            phone: str = "", missing: bool = False) -> SyncReport:
         if missing:
             for conversation in self._stored(conversation_sid, phone):
                 self._guarded(conversation.conversation_sid, partial(self.repair, conversation))
             return self.report
-        for record in self._records(since=since, state=state, conversation_sid=conversation_sid, phone=phone):
-            self._guarded(record.sid, partial(self.sync_conversation, record))
+        if conversation_sid or phone:
+            # Fetched one by one inside the guard: one conversation gone (404) or refused
+            # fails alone, as in a listing.
+            for sid in [conversation_sid] if conversation_sid else self._sids_of(phone):
+                self._guarded(sid, partial(self._fetch_and_sync, sid))
+            return self.report
+        for page in self.reader.conversation_pages(since=since, until=until, state=state):
+            for record in page:
+                self._guarded(record.sid, partial(self.sync_conversation, record))
         return self.report
 
-    def _records(self, *, since: str, state: str, conversation_sid: str, phone: str) -> Iterator[Any]:
-        if conversation_sid:
-            yield self.reader.conversation(conversation_sid)
-            return
-        if phone:
-            seen: set[str] = set()
-            for address in addresses_of(phone):
-                for sids in self.reader.conversations_of(address):
-                    for sid in sids:
-                        if sid not in seen:
-                            seen.add(sid)
-                            yield self.reader.conversation(sid)
-            return
-        for page in self.reader.conversation_pages(since=since, state=state):
-            yield from page
+    def _sids_of(self, phone: str) -> Iterator[str]:
+        seen: set[str] = set()
+        for address in addresses_of(phone):
+            for sids in self.reader.conversations_of(address):
+                for sid in sids:
+                    if sid not in seen:
+                        seen.add(sid)
+                        yield sid
+
+    def _fetch_and_sync(self, conversation_sid: str) -> ConversationDone:
+        return self.sync_conversation(self.reader.conversation(conversation_sid))
 
     def _stored(self, conversation_sid: str, phone: str) -> Iterator[AbstractTwilioConversation]:
-        rows = get_conversation_model()._default_manager.order_by("pk")
+        # The main account's: a sub-account's conversations cannot be read with its
+        # credentials (they come from their own webhooks).
+        rows = get_conversation_model()._default_manager.filter(
+            Q(account_sid="") | Q(account_sid=convlink_settings.ACCOUNT_SID)).order_by("pk")
         if conversation_sid:
             rows = rows.filter(conversation_sid=conversation_sid)
         if phone:
@@ -135,7 +148,9 @@ class Sync:
         """One conversation: its failure is recorded, and the run goes on."""
         try:
             outcome = work()
-        except (ApiError, InvalidPayload, RefusedEvent) as error:
+        except (ApiError, InvalidPayload, RefusedEvent, DatabaseError) as error:
+            # A database error too (a deadlock or a race that outlasted the retries):
+            # the page's transaction rolled back, the next run takes it up.
             logger.warning("History of conversation %s not brought in: %s", conversation_sid, error)
             self.report.failed.append((conversation_sid, str(error)))
             outcome = ConversationDone(conversation_sid, False, False, 0, 0, False, error=str(error))
@@ -146,7 +161,11 @@ class Sync:
     def sync_conversation(self, record: Any) -> ConversationDone:
         """The conversation ``record`` (an SDK instance) and all its messages."""
         sid = record.sid
-        event = conversation_event(record, self.reader.addresses(sid))
+        # A group chat the app made is not a customer's conversation: its binding
+        # (customer and manager) must not run a booking lookup of its own. It takes its
+        # customer's link when attached (_adopt_group_chat), as when the app made it.
+        is_ours = (record.unique_name or "").startswith(UNIQUE_NAME_PREFIX)
+        event = conversation_event(record, [] if is_ours else self.reader.addresses(sid))
         Conversation = get_conversation_model()
         before = Conversation._default_manager.filter(conversation_sid=event.conversation_sid) \
             .values_list("updated_at", "booking_id").first()
@@ -160,9 +179,12 @@ class Sync:
         changed = before is None or before[0] != conversation.updated_at
         self._count_conversation(created=before is None, changed=changed)
         new, already = self._store_messages(conversation, self.reader.message_pages(sid))
-        booking = Conversation._default_manager.filter(pk=conversation.pk).values_list("booking_id",
-                                                                                   flat=True)
-        linked_now = (before is None or before[1] is None) and booking.first() is not None
+        # Linked by this run: a customer's conversation that had no booking and has one
+        # now (a group chat only copies its customer's).
+        after = Conversation._default_manager.filter(pk=conversation.pk).values_list(
+            "booking_id", "is_group_chat").first()
+        linked_now = (before is None or before[1] is None) and after is not None and \
+            after[0] is not None and not after[1]
         self.report.linked += linked_now
         return ConversationDone(sid, before is None, changed, new, already, linked_now)
 
@@ -187,7 +209,14 @@ class Sync:
         else:
             customer = conversation
             group = manager.filter(unique_name=UNIQUE_NAME_PREFIX + conversation.conversation_sid).first()
-        if customer is None or group is None or customer.group_chat_id == group.pk:
+        if group is None or (customer is not None and customer.group_chat_id == group.pk):
+            return
+        if customer is None:
+            # Its customer's conversation is not here (yet): marked a group chat, so that
+            # it is neither listed as a customer nor linked as one meanwhile.
+            if not group.is_group_chat:
+                manager.filter(pk=group.pk).update(is_group_chat=True, booking_lookup_at=timezone.now(),
+                                                   updated_at=timezone.now())
             return
         with transaction.atomic():
             attach_group_chat(customer, group)
@@ -223,8 +252,15 @@ class Sync:
                 self._link_on_first_phone(conversation, events)
                 return rows
 
-        return run_with_retries(work, what=f"storing history of {conversation.conversation_sid}",
-                                duplicates=True)
+        # Each refused INSERT means a webhook stored one of these messages meanwhile;
+        # the next attempt reads the stored SIDs again and leaves it alone. Several
+        # live webhooks may win in turn on the newest page, so more than one retry.
+        for _ in range(PAGE_RACES - 1):
+            try:
+                return run_with_retries(work, what=f"storing history of {conversation.conversation_sid}")
+            except IntegrityError:
+                continue
+        return run_with_retries(work, what=f"storing history of {conversation.conversation_sid}")
 
     @staticmethod
     def _link_on_first_phone(conversation: AbstractTwilioConversation, events: list[Any]) -> None:
@@ -265,49 +301,68 @@ class Sync:
         """Fetch only what a stored conversation misses: its messages newer than the
         newest stored, and those in a hole between stored indexes (Twilio's indexes may
         skip numbers, so a hole is only a suspicion: it is read, and whatever is not
-        there is not stored). Newest first, down to the oldest suspected gap; one
-        request for a conversation without a gap."""
+        there is not stored). Newest first, a page at a time, stored as read, down to
+        the oldest suspected gap; one request for a conversation without a gap. A
+        conversation Twilio no longer has (404) is counted as gone, not failed."""
         sid = conversation.conversation_sid
         messages = get_message_model()._default_manager.filter(conversation_id=conversation.pk)
-        stats = messages.aggregate(count=Count("pk"), low=Min("index"), high=Max("index"))
-        newest = next(iter(self.reader.message_pages(sid, order="desc", page_size=1)), [])
-        if not newest or newest[0].index is None:
-            self.report.conversations_unchanged += 1
-            return ConversationDone(sid, False, False, 0, 0, False)
-        floor = first_gap(stats, messages, newest[0].index)
+        try:
+            newest = next(iter(self.reader.message_pages(sid, order="desc", page_size=1)), [])
+        except ApiError as error:
+            if error.status != 404:
+                raise
+            self.report.gone += 1
+            return ConversationDone(sid, False, False, 0, 0, False, gone=True)
+        floor = None
+        if newest and newest[0].index is not None and not messages.filter(message_sid=newest[0].sid).exists():
+            floor = first_gap(messages, newest[0].index)
+        elif newest:
+            floor = first_hole(messages)
         if floor is None:
             self.report.conversations_unchanged += 1
             return ConversationDone(sid, False, False, 0, 0, False)
-        wanted: list[Any] = []
+        new = already = 0
         for page in self.reader.message_pages(sid, order="desc"):
-            wanted += [message for message in page if message.index is not None and message.index >= floor]
-            if not page or min(message.index for message in page if message.index is not None) <= floor:
+            wanted = sorted((message for message in page
+                             if message.index is not None and message.index >= floor),
+                            key=lambda message: message.index)
+            if self.dry_run:
+                stored = messages.filter(message_sid__in=[message.sid for message in wanted]).count()
+                new, already = new + len(wanted) - stored, already + stored
+                self.report.messages_new += len(wanted) - stored
+                self.report.messages_already += stored
+            elif wanted:
+                added, seen = self._store_messages(conversation, [wanted])
+                new, already = new + added, already + seen
+            indexes = [message.index for message in page if message.index is not None]
+            if not indexes or min(indexes) <= floor:
                 break
-        wanted.sort(key=lambda message: message.index)
-        if self.dry_run:
-            stored = messages.filter(message_sid__in=[m.sid for m in wanted]).count()
-            self.report.messages_new += len(wanted) - stored
-            self.report.messages_already += stored
-            self.report.conversations_updated += 1
-            return ConversationDone(sid, False, True, len(wanted) - stored, stored, False)
-        pages = [wanted[start:start + PAGE_SIZE] for start in range(0, len(wanted), PAGE_SIZE)]
-        new, already = self._store_messages(conversation, pages)
-        self.report.conversations_updated += 1
-        return ConversationDone(sid, False, True, new, already, False)
+        self._count_conversation(created=False, changed=new > 0)
+        return ConversationDone(sid, False, new > 0, new, already, False)
 
 
-def first_gap(stats: dict[str, Any], messages: Any, newest_index: int) -> int | None:
-    """The lowest index that may be missing from a stored conversation whose newest
-    message at Twilio has ``newest_index``; None when nothing is."""
-    count, low, high = stats["count"], stats["low"], stats["high"]
-    if not count or high is None:
-        return 0
-    if high - low + 1 > count:
-        indexes = list(messages.exclude(index=None).order_by("index").values_list("index", flat=True))
-        for expected, index in enumerate(indexes, start=indexes[0]):
-            if index != expected:
-                return expected
-    return high + 1 if newest_index > high else None
+def first_hole(messages: Any) -> int | None:
+    """The lowest index missing between the stored messages' indexes, or None."""
+    stats = messages.exclude(index=None).aggregate(count=Count("index"), low=Min("index"), high=Max("index"))
+    if not stats["count"] or stats["high"] - stats["low"] + 1 <= stats["count"]:
+        return None
+    indexes = messages.exclude(index=None).order_by("index").values_list("index", flat=True).distinct()
+    for expected, index in enumerate(indexes.iterator(), start=stats["low"]):
+        if index != expected:
+            return expected
+    return None
+
+
+def first_gap(messages: Any, newest_index: int) -> int:
+    """Where to read from, down to, for a stored conversation whose newest message at
+    Twilio (index ``newest_index``) is not stored: the lowest hole between stored
+    indexes, else just above the highest stored one. Rows without an index (stored by
+    ``send_message``) count by their SIDs only."""
+    hole = first_hole(messages)
+    if hole is not None:
+        return hole
+    high = messages.exclude(index=None).aggregate(high=Max("index"))["high"]
+    return 0 if high is None else min(high + 1, newest_index)
 
 
 def addresses_of(phone: str) -> list[str]:

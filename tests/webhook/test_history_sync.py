@@ -89,7 +89,7 @@ def test_an_account_is_brought_in_as_the_webhooks_store_it(account, twilio, rece
     out, err = sync("-v", "1")
     assert err == ""
     assert "conversations: 204 new, 0 updated, 0 unchanged; messages: 455 new, 0 already there; " \
-           "3 linked to a booking; 0 failed" in out, out
+           "2 linked to a booking; 0 failed" in out, out
     maria = ChatConversation.objects.get(conversation_sid=account["maria"].sid)
     assert (maria.customer_phone, maria.booking.guest.full_name, maria.link_method) == (
         MARIA, "Maria Gonzalez", "automatic")
@@ -107,7 +107,8 @@ def test_an_account_is_brought_in_as_the_webhooks_store_it(account, twilio, rece
     assert jonas.booking is not None and jonas.chat_service_sid.startswith("IS")
     ana = ChatConversation.objects.get(conversation_sid=account["ana"].sid)
     assert ana.state == "closed" and ana.booking is None and ana.customer_phone == ANA
-    assert OptOut.objects.get(phone=ANA).is_opted_out  # her STOP, as a webhook applies it
+    # Her old STOP changes no opt-out now (she may have texted START since, elsewhere).
+    assert not OptOut.objects.filter(phone=ANA).exists()
     # History is not news: nothing posted to Twilio, no group chat made, no forward due.
     assert twilio.writes() == [] and api.outbox == []
     assert not ChatMessage.objects.exclude(forward_state="").exists()
@@ -220,7 +221,7 @@ def test_since_and_state_are_twilios_filters(account, twilio):
         account["ana"].sid]
     assert listings(twilio)[0].query["State"] == "closed"
     sync("--since", at(205).date().isoformat())
-    assert listings(twilio)[-1].query.get("StartDate") == at(205).date().isoformat()
+    assert listings(twilio)[-1].query.get("StartDate") == f"{at(205).date().isoformat()}T00:00:00Z"
 
 
 def test_missing_fetches_only_the_gap(twilio):
@@ -286,7 +287,10 @@ def test_files_of_history_are_fetched_only_when_asked(media_service, twilio):
     (["--since", "2026-02-30"], "is not a date"),
     (["--conversation-sid", "CH123"], "is not a conversation SID"),
     (["--phone", "reception"], "is not a phone number"),
-    (["--missing", "--since", "2026-01-01"], "--since and --state do not apply"),
+    (["--missing", "--since", "2026-01-01"], "--since do not apply"),
+    (["--phone", "+14155550111", "--state", "active"], "--state do not apply"),
+    (["--since", "2026-02-01", "--until", "2026-01-01"], "is not after --since"),
+    (["--media"], "MEDIA_DOWNLOAD is off"),
 ])
 def test_wrong_options_are_refused_before_any_request(twilio, args, error):
     with pytest.raises(CommandError, match=error):
@@ -298,3 +302,72 @@ def test_without_credentials_it_says_so(settings):
     settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "ACCOUNT_SID": ""}
     with pytest.raises(CommandError, match="Cannot read from Twilio: .*ACCOUNT_SID"):
         call_command("sync_twilio_conversations", stdout=io.StringIO())
+
+
+def test_until_is_twilios_end_date(account, twilio):
+    until = at(0).date() + datetime.timedelta(days=1)
+    out, _ = sync("--since", at(0).date().isoformat(), "--until", until.isoformat())
+    [first, *_] = listings(twilio)
+    assert first.query["EndDate"] == f"{until.isoformat()}T00:00:00Z"
+    created = {c.sid for c in twilio.conversations.values() if c.date_created.date() < until}
+    assert set(ChatConversation.objects.values_list("conversation_sid", flat=True)) == created
+
+
+def test_a_group_chat_alone_is_marked_and_not_linked_then_attached_to_its_customer(account, twilio, received):
+    sync("--conversation-sid", account["group"].sid)
+    group = ChatConversation.objects.get(conversation_sid=account["group"].sid)
+    # Its binding names the customer, but it is no customer's conversation of its own.
+    assert group.is_group_chat and group.booking is None and group.booking_lookup_at is not None
+    assert [name for name, _, _ in received.calls if name == "conversation_linked"] == []
+    out, _ = sync("--conversation-sid", account["maria"].sid)
+    assert "1 linked to a booking" in out, out
+    maria = ChatConversation.objects.get(conversation_sid=account["maria"].sid)
+    group.refresh_from_db()
+    assert maria.group_chat == group and group.booking == maria.booking is not None
+
+
+def test_one_conversation_gone_at_twilio_fails_alone(account, twilio):
+    # Listed for the phone, deleted before it is fetched.
+    twilio.conversations.pop(account["group"].sid)
+    twilio.conversations[account["maria"].sid].addresses.append("+14155550111")
+    with pytest.raises(CommandError, match="1 conversation"):
+        call_command("sync_twilio_conversations", "--conversation-sid", account["group"].sid,
+                     stdout=io.StringIO(), stderr=(err := io.StringIO()))
+    assert f"{account['group'].sid}: not brought in:" in err.getvalue()
+
+
+def test_missing_counts_a_conversation_gone_at_twilio_and_a_reply_of_ours_is_no_gap(twilio):
+    kept = twilio.add(Conversation(sid("CH"), at(0), addresses=[MARIA]))
+    texts(kept, (MARIA, "one"), (MARIA, "two"))
+    gone = twilio.add(Conversation(sid("CH"), at(1), addresses=[JONAS]))
+    texts(gone, (JONAS, "hello"))
+    sync()
+    # Our answer, stored by send_message without an index, is Twilio's newest message.
+    reply = Message(sid("IM"), 2, "ASSISTANT", "Sure", at(3))
+    kept.messages.append(reply)
+    ChatMessage.objects.create(message_sid=reply.sid, conversation=ChatConversation.objects.get(
+        conversation_sid=kept.sid), author="ASSISTANT", body="Sure", direction="outbound")
+    twilio.conversations.pop(gone.sid)
+    twilio.seen.clear()
+    out, _ = sync("--missing")
+    assert "conversations: 0 new, 0 updated, 1 unchanged; messages: 0 new" in out, out
+    assert "1 gone at Twilio; 0 failed" in out
+    assert len(twilio.gets(f"/v1/Conversations/{kept.sid}")) == 1
+
+
+def test_a_failed_page_and_twilios_problem_answers_are_api_errors():
+    from twilio.base.exceptions import TwilioException
+    from twilio.http.response import Response
+
+    from django_twilio_convlink.history.reading import api_error
+
+    page = api_error(TwilioException("Unable to fetch page", Response(
+        429, '{"code": 20429, "message": "Too Many Requests", "status": 429}')))
+    assert (page.status, page.code, page.transient) == (429, 20429, True)
+    try:
+        from twilio.base.exceptions import TwilioServiceException
+    except ImportError:
+        return
+    problem = api_error(TwilioServiceException(type_uri="https://www.twilio.com/docs/errors/20404",
+                                               title="Not Found", status=404, code=20404))
+    assert (problem.status, problem.transient) == (404, False)

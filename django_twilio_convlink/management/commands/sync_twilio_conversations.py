@@ -2,6 +2,7 @@
 
     manage.py sync_twilio_conversations                         # the whole account
     manage.py sync_twilio_conversations --since 2026-06-01      # conversations created since
+    manage.py sync_twilio_conversations --since 2025-01-01 --until 2025-07-01   # one period
     manage.py sync_twilio_conversations --conversation-sid CH...
     manage.py sync_twilio_conversations --phone "(415) 555-0111"  # a customer's conversations
     manage.py sync_twilio_conversations --state active
@@ -23,6 +24,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.dateparse import parse_date
 
+from ...conf import convlink_settings
 from ...events import CONVERSATION_SID, canonical_sid
 from ...exceptions import ApiError
 from ...history import ConversationDone, Sync, SyncReport, TwilioHistory
@@ -70,7 +72,9 @@ class Command(BaseCommand):
         which.add_argument("--phone", type=a_phone,
                            help="Only this customer's conversations (a phone in any format).")
         parser.add_argument("--since", type=day,
-                            help="Only conversations created on or after this date, YYYY-MM-DD.")
+                            help="Only conversations created on or after this date, YYYY-MM-DD (UTC).")
+        parser.add_argument("--until", type=day,
+                            help="Only conversations created before this date, YYYY-MM-DD (UTC).")
         parser.add_argument("--state", choices=STATES, help="Only conversations in this state.")
         parser.add_argument("--missing", action="store_true",
                             help="Check the stored conversations for gaps and fetch only what is missing.")
@@ -80,15 +84,27 @@ class Command(BaseCommand):
                             help="Read from Twilio, write nothing, say what would be stored.")
 
     def handle(self, *args: Any, conversation_sid: str | None, phone: str | None, since: str | None,
-               state: str | None, missing: bool, media: bool, dry_run: bool, verbosity: int,
-               **options: Any) -> None:
+               until: str | None, state: str | None, missing: bool, media: bool, dry_run: bool,
+               verbosity: int, **options: Any) -> None:
         if conversation_sid is not None:
             conversation_sid = from_keyword(a_conversation_sid, conversation_sid, "--conversation-sid")
         since = from_keyword(day, since, "--since") if since else ""
         if phone is not None:
             phone = from_keyword(a_phone, phone, "--phone")
-        if missing and (since or state):
-            raise CommandError("--missing checks the stored conversations: --since and --state do not apply.")
+        until = from_keyword(day, until, "--until") if until else ""
+        if since and until and until <= since:
+            raise CommandError(f"--until {until} is not after --since {since}.")
+        filters = [name for name, value in (("--since", since), ("--until", until), ("--state", state))
+                   if value]
+        if missing and filters:
+            raise CommandError(f"--missing checks the stored conversations: {', '.join(filters)} "
+                               f"do not apply.")
+        if (conversation_sid or phone) and filters:
+            raise CommandError(f"{'--conversation-sid' if conversation_sid else '--phone'} names the "
+                               f"conversations: {', '.join(filters)} do not apply.")
+        if media and not convlink_settings.MEDIA_DOWNLOAD:
+            raise CommandError("--media: MEDIA_DOWNLOAD is off in settings.TWILIO_CONVLINK, so no file "
+                               "would be fetched.")
         self.verbosity, self.dry_run = verbosity, dry_run
         self.terminal = verbosity >= 1 and self.stdout.isatty()
         self.last_line = 0.0
@@ -99,8 +115,8 @@ class Command(BaseCommand):
         sync = Sync(reader, dry_run=dry_run, media=media and not dry_run, progress=self.progress,
                     done=self.done)
         try:
-            report = sync.run(since=since, state=state or "", conversation_sid=conversation_sid or "",
-                              phone=phone or "", missing=missing)
+            report = sync.run(since=since, until=until, state=state or "",
+                              conversation_sid=conversation_sid or "", phone=phone or "", missing=missing)
         except ApiError as error:
             # Listing itself failed (not one conversation): nothing more can be read.
             self.end_progress()
@@ -120,6 +136,7 @@ class Command(BaseCommand):
         return (f"{would}conversations: {report.conversations_new} new, {report.conversations_updated} "
                 f"updated, {report.conversations_unchanged} unchanged; messages: {report.messages_new} new, "
                 f"{report.messages_already} already there; {report.linked} linked to a booking; "
+                f"{f'{report.gone} gone at Twilio; ' if report.gone else ''}"
                 f"{len(report.failed)} failed ({reader.requests} requests, "
                 f"{time.monotonic() - report.started:.1f} s{waited}).")
 
@@ -150,7 +167,8 @@ class Command(BaseCommand):
         if outcome.error:
             text = f"failed: {outcome.error}"
         else:
-            kind = "new" if outcome.created else ("updated" if outcome.changed else "unchanged")
+            kind = "new" if outcome.created else ("updated" if outcome.changed else (
+                "gone at Twilio" if outcome.gone else "unchanged"))
             text = (f"{kind}, {outcome.messages_new} new message(s), {outcome.messages_already} "
                     f"already there{', linked' if outcome.linked else ''}")
         self.stdout.write(f"{'Would store ' if self.dry_run else ''}{outcome.conversation_sid}: {text}")
