@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench.common import Row
 
-PARTS = ("queries", "scaling", "throughput", "history")
+PARTS = ("queries", "scaling", "throughput", "history", "rq")
 DATABASES = {
     "sqlite": "sqlite:///convlink_bench.sqlite3",
     "postgres": os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/convlink_bench"),

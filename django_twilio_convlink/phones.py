@@ -26,11 +26,19 @@ def normalize_phone(raw: str | None, region: str | None = None) -> str | None:
     """
     if not raw:
         return None
-    candidate = _CHANNEL_PREFIX.sub("", str(raw).strip())
+    return _normalized(str(raw), region or convlink_settings.PHONE_REGION)
+
+
+# A webhook asks about the same author three times (direction, customer phone, group
+# chat), and a site's customers text again and again: libphonenumber's parse is the
+# cost, and its answer depends only on the text and the region.
+@lru_cache(maxsize=4096)
+def _normalized(raw: str, region: str) -> str | None:
+    candidate = _CHANNEL_PREFIX.sub("", raw.strip())
     if not _PHONE_CHARS.match(candidate):
         return None
     try:
-        parsed = phonenumbers.parse(candidate, region or convlink_settings.PHONE_REGION)
+        parsed = phonenumbers.parse(candidate, region)
     except phonenumbers.NumberParseException:
         return None
     if not phonenumbers.is_possible_number(parsed):

@@ -12,6 +12,7 @@ import base64
 import json
 import re
 import threading
+import time
 from collections import Counter, defaultdict
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -45,6 +46,7 @@ class FakeTwilio(ThreadingHTTPServer):
         self.created: Counter[str] = Counter()
         self.conflicts: Counter[str] = Counter()
         self.messages: defaultdict[str, list[dict]] = defaultdict(list)
+        self.posted_at: dict[str, float] = {}  # when each body was posted (time.time())
         self.fetches = 0
         self.listings = 0
         self.unexpected: list[str] = []
@@ -106,6 +108,7 @@ class FakeTwilio(ThreadingHTTPServer):
                 "links": {},
             }
             messages.append(message)
+            self.posted_at[message["body"]] = time.time()
         return 201, message
 
     def unexpect(self, what: str) -> tuple[int, dict]:

@@ -15,7 +15,7 @@ from tests.settings import INSTALLED_APPS, LOGGING, TASKS, TWILIO_CONVLINK
 
 RQ_QUEUES = {"convlink": {"URL": os.environ.get("CONVLINK_REDIS_URL", "redis://127.0.0.1:6379/15")}}
 RQ_TASKS = {**TASKS, "rq": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": ["convlink"]}}
-ON_RQ = {"TASK_BACKEND": "rq", "TASK_QUEUE": "convlink",
+ON_RQ = {"TASK_BACKEND": "rq", "TASK_QUEUE": "convlink", "ENQUEUE_IN_TRANSACTION": False,
          "API_BACKEND": "django_twilio_convlink.api.SdkBackend"}
 
 INSTALLED_APPS = [*INSTALLED_APPS, "django_rq"]
