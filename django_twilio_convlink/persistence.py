@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 from django.db import connections, transaction
@@ -78,18 +79,38 @@ def find_conversation(conversation_sid: str, message_sid: str
     """
     Message = get_message_model()
     manager = get_conversation_model()._default_manager
-    quote = connections[manager.db].ops.quote_name
+    sql, order = _find_conversation_sql(manager.model, Message, manager.db)
+    values = {_CONVERSATION_SID: conversation_sid, _MESSAGE_SID: message_sid}
+    # A raw query of SQL compiled once per process: the ORM would compile the same
+    # annotated SELECT on every call, on the hottest path there is (bench/README.rst:
+    # in-process time). RawQuerySet still builds the instance through the model's
+    # from_db and the fields' converters, as a QuerySet does.
+    for conversation in manager.raw(sql, [values[name] for name in order]):
+        # The extra columns come without their fields' converters: typed here as the
+        # conversation's own key (a UUID on some sites) so that they compare equal to
+        # conversation.pk on every database.
+        stored_in = getattr(conversation, "_convlink_stored_in")  # noqa: B009 - an extra column
+        if stored_in is not None:
+            stored_in = Message._meta.get_field("conversation").target_field.to_python(stored_in)
+        return conversation, stored_in, bool(getattr(conversation, "_convlink_receipts_waiting"))  # noqa: B009
+    return None, None, False
+
+
+# Stand-ins for the two values in find_conversation's compiled SQL: where each goes.
+_CONVERSATION_SID, _MESSAGE_SID = "\x00convlink-conversation\x00", "\x00convlink-message\x00"
+
+
+@lru_cache(maxsize=8)
+def _find_conversation_sql(Conversation: Any, Message: Any, alias: str) -> tuple[str, tuple[str, ...]]:  # noqa: N803
+    """find_conversation's SELECT for these models on database ``alias``, and the order
+    of its parameters: compiled by the ORM once, with stand-ins for the values."""
+    quote = connections[alias].ops.quote_name
     sid_column = Message._meta.get_field("message_sid").column
-    assert sid_column is not None  # only fields without a column of their own have None
-    # RawSQL, not Subquery(): the same SQL, but the ORM compiles a subquery expression
-    # on every call, on the hottest path there is (bench/README.rst: in-process time).
     stored_in = RawSQL(
         f"(SELECT {quote(Message._meta.get_field('conversation').column)}"
         f" FROM {quote(Message._meta.db_table)}"
         f" WHERE {quote(sid_column)} = %s)",
-        # Typed as the conversation's own key (a UUID on some sites), so that it
-        # compares equal to conversation.pk on every database.
-        (message_sid,), output_field=Message._meta.get_field("conversation").target_field,
+        (_MESSAGE_SID,), output_field=Message._meta.get_field("conversation").target_field,
     )
     # Receipts that overtook their message (rare: the table is nearly always empty,
     # and the probe is one index lookup) ride on the same SELECT rather than cost one
@@ -97,13 +118,15 @@ def find_conversation(conversation_sid: str, message_sid: str
     waiting = RawSQL(
         f"EXISTS(SELECT 1 FROM {quote(WaitingReceipt._meta.db_table)}"
         " WHERE message_sid = %s)",
-        (message_sid,), output_field=BooleanField(),
+        (_MESSAGE_SID,), output_field=BooleanField(),
     )
-    # A slice, not first(): the SID is unique, and first()'s ORDER BY costs compiling.
-    for conversation in manager.filter(conversation_sid=conversation_sid).annotate(
-            _convlink_stored_in=stored_in, _convlink_receipts_waiting=waiting)[:1]:
-        return conversation, conversation._convlink_stored_in, bool(conversation._convlink_receipts_waiting)
-    return None, None, False
+    # A slice, not first(): the SID is unique, and first()'s ORDER BY costs a sort.
+    query = Conversation._default_manager.using(alias).filter(conversation_sid=_CONVERSATION_SID).annotate(
+        _convlink_stored_in=stored_in, _convlink_receipts_waiting=waiting)[:1].query
+    sql, params = query.get_compiler(using=alias).as_sql()
+    if set(params) != {_CONVERSATION_SID, _MESSAGE_SID}:
+        raise AssertionError(f"find_conversation's SQL has unexpected parameters: {params!r}")
+    return sql, tuple(params)
 
 
 def refuse_if_stored_elsewhere(event: MessageEvent) -> None:
