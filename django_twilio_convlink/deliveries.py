@@ -25,12 +25,12 @@ import hashlib
 import json
 import logging
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, connections
 from django.db.models import F, Q
 from django.http import HttpRequest, QueryDict
 from django.utils import timezone
@@ -208,10 +208,41 @@ def signed_with_shared_key(delivery: WebhookDelivery) -> bool:
 
 
 def _mark_processed(delivery: WebhookDelivery) -> None:
-    WebhookDelivery.objects.filter(_same_delivery(delivery)).update(
-        status=DeliveryStatus.PROCESSED, processed_at=timezone.now())
+    now = timezone.now()
+    if delivery.retry_count == 0 and delivery.attempts <= 1:
+        # Twilio's first attempt, the commonest case by far (_same_delivery: the row
+        # alone): SQL written once per process rather than an UPDATE the ORM compiles
+        # per webhook. The values go through the fields' own preparation, as the
+        # ORM's update() does.
+        alias = WebhookDelivery.objects.db
+        sql, prepare = _processed_update(alias)
+        with connections[alias].cursor() as cursor:
+            cursor.execute(sql, prepare(now, delivery.pk))
+    else:
+        WebhookDelivery.objects.filter(_same_delivery(delivery)).update(
+            status=DeliveryStatus.PROCESSED, processed_at=now)
     signals.send_after_commit(signals.event_received, WebhookDelivery, delivery=delivery,
                               event_type=delivery.event_type, params=delivery.params)
+
+
+@lru_cache(maxsize=8)
+def _processed_update(alias: str) -> tuple[str, Callable[[datetime.datetime, Any], list[Any]]]:
+    """The UPDATE that marks one delivery processed on database ``alias``, and what
+    turns (when, primary key) into its parameters."""
+    db = connections[alias]
+    opts = WebhookDelivery._meta
+    status, processed_at, pk = opts.get_field("status"), opts.get_field("processed_at"), opts.pk
+    assert pk is not None
+    columns = [db.ops.quote_name(f.column) for f in (status, processed_at, pk) if f.column]
+    assert len(columns) == 3  # fields without a column of their own have None
+    sql = (f"UPDATE {db.ops.quote_name(opts.db_table)} SET {columns[0]} = %s, {columns[1]} = %s"
+           f" WHERE {columns[2]} = %s")
+    processed = status.get_db_prep_save(DeliveryStatus.PROCESSED, db)
+
+    def parameters(when: datetime.datetime, key: Any) -> list[Any]:
+        return [processed, processed_at.get_db_prep_save(when, db), pk.get_db_prep_value(key, db)]
+
+    return sql, parameters
 
 
 def mark_refused(delivery: WebhookDelivery, exc: RefusedEvent) -> None:
