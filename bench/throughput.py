@@ -4,7 +4,10 @@ The stack is the one a site runs: gunicorn (sync workers, ``WORKERS`` of them) s
 ``bench.wsgi`` on the test database this process created, PostgreSQL, and a load
 generator on loopback. The baseline is ``bench/baseline``: a view in the same server
 that checks the signature with the SDK and does one INSERT into a one-column table,
-the least any Twilio webhook must do. The figure is the ratio library / baseline.
+the least any Twilio webhook must do; and beside it the view a site would write by hand
+from the seed (``bench/baseline/views.py``: get_or_create of the conversation and the
+message, the booking by exact phone). The figures are the ratios library / bare view
+and library / hand-written view.
 
 Method:
 
@@ -17,8 +20,8 @@ Method:
   (django-tasks-db's "database" backend, inside the event's transaction:
   ENQUEUE_IN_TRANSACTION, bench/settings.py): the group chat work is on a worker, and
   no worker runs while timing.
-* The baseline gets the same number of requests with the same fields (each with its
-  own MessageSid), at the same concurrency.
+* Each baseline gets the same number of requests with the same fields (each with its
+  own MessageSid), at the same concurrency; rounds turn the order of the three.
 * Every request is distinct (a repeated MessageSid would be a redelivery, a cheaper
   path) and is built, signed and serialised to raw HTTP/1.1 bytes before the timed
   phase: the generator does no HMAC or encoding work while timing.
@@ -67,7 +70,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django_tasks_db.models import DBTaskResult
 
-from bench.baseline.models import Ping
+from bench.baseline.models import Ping, PlainMessage
 from bench.common import Row, percentile
 from django_twilio_convlink.conf import convlink_settings
 from django_twilio_convlink.group_chat import UNIQUE_NAME_PREFIX
@@ -83,6 +86,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SECTION = "throughput"
 LIBRARY_PATH = "/twilio/webhook/"
 BASELINE_PATH = "/baseline/webhook/"
+HAND_WRITTEN_PATH = "/baseline/hand-written/"
+GOAL_HAND_RATIO = 1.0
 WORKERS = 2
 CONCURRENCY = 2  # one request in flight per worker
 GOAL_RATIO = 0.6
@@ -374,6 +379,7 @@ class Benchmark:
         self.rng = random.Random(SEED)
         self.library = Signer(server.port, LIBRARY_PATH)
         self.baseline = Signer(server.port, BASELINE_PATH)
+        self.hand_written = Signer(server.port, HAND_WRITTEN_PATH)
         numbers = itertools.count()
         self.existing = [Customer(next(numbers)) for _ in range(existing)]
         first_per_round = round(requests * FIRST_SHARE)
@@ -382,6 +388,7 @@ class Benchmark:
         # What was sent, for the checks afterwards.
         self.library_sids: list[str] = []
         self.baseline_sids: list[str] = []
+        self.hand_sids: list[str] = []
         self.forwarded = 0
 
     def run(self) -> list[Row]:
@@ -389,26 +396,26 @@ class Benchmark:
         # Each customer's first message, through the library: the existing conversations
         # are what the library itself makes of them (linked, a task enqueued).
         warm_library = [self.sign_library(customer_message(c), forwarded=True) for c in self.existing]
-        self.send(warm_library, self.baseline_twins(warm_library))
+        self.send(warm_library, self.baseline_twins(warm_library), self.hand_twins(warm_library))
         create_group_chats(self.existing)
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE")  # planner statistics, as a site's autovacuum keeps them
 
-        rounds: list[tuple[Phase, Phase]] = []
+        rounds: list[tuple[Phase, Phase, Phase]] = []
         for number in range(self.rounds):
             library = self.library_round(self.new[number])
-            baseline = self.baseline_twins(library)
+            sides = {"library": library, "baseline": self.baseline_twins(library),
+                     "hand": self.hand_twins(library)}
             self.server.check_alive()
-            if number % 2 == 0:
-                base = self.phase(baseline)
-                lib = self.phase(library)
-            else:
-                lib = self.phase(library)
-                base = self.phase(baseline)
-            rounds.append((lib, base))
+            # The order turns each round, so that drift favours no side.
+            order = list(sides)[number % 3:] + list(sides)[:number % 3]
+            measured = {name: self.phase(sides[name]) for name in order}
+            lib, base, hand = measured["library"], measured["baseline"], measured["hand"]
+            rounds.append((lib, base, hand))
             # Per round on stderr, so the spread behind the medians can be judged.
             print(f"throughput round {number + 1}/{self.rounds}: library {lib}; baseline {base}; "
-                  f"ratio {lib.per_second / base.per_second:.2f}", file=sys.stderr)
+                  f"hand-written {hand}; ratios {lib.per_second / base.per_second:.2f} (bare), "
+                  f"{lib.per_second / hand.per_second:.2f} (hand-written)", file=sys.stderr)
         self.server.check_alive()
         self.check()
         return self.rows(rounds)
@@ -426,6 +433,16 @@ class Benchmark:
             twin = self.baseline.request({**request.params, "MessageSid": sid("IM")})
             twins.append(twin)
             self.baseline_sids.append(twin.message_sid)
+        return twins
+
+    def hand_twins(self, library: list[Request]) -> list[Request]:
+        """The same fields to the hand-written view, each with a MessageSid of its own
+        (its own tables: the same conversation SIDs are its own conversations)."""
+        twins = []
+        for request in library:
+            twin = self.hand_written.request({**request.params, "MessageSid": sid("IM")})
+            twins.append(twin)
+            self.hand_sids.append(twin.message_sid)
         return twins
 
     def library_round(self, new_customers: list[Customer]) -> list[Request]:
@@ -486,6 +503,9 @@ class Benchmark:
         pings = list(Ping.objects.values_list("message_sid", flat=True))
         if len(pings) != len(self.baseline_sids) or set(pings) != set(self.baseline_sids):
             problems.append(f"{len(pings)} baseline rows for {len(self.baseline_sids)} requests")
+        hand = PlainMessage.objects.count()
+        if hand != len(self.hand_sids):
+            problems.append(f"{hand} hand-written messages for {len(self.hand_sids)} requests")
         # Work after the answer (the task enqueued on commit, a relink) only logs its failures.
         log = self.server.log_text()
         if "Traceback" in log or "ERROR" in log:
@@ -493,12 +513,14 @@ class Benchmark:
         if problems:
             raise RuntimeError("throughput: the server did not do the job: " + "; ".join(problems))
 
-    def rows(self, rounds: list[tuple[Phase, Phase]]) -> list[Row]:
+    def rows(self, rounds: list[tuple[Phase, Phase, Phase]]) -> list[Row]:
         def median(figure, phases: list[Phase]) -> float:
             return statistics.median(figure(p) for p in phases)
 
-        library = [lib for lib, _ in rounds]
-        baseline = [base for _, base in rounds]
+        library = [lib for lib, _, _ in rounds]
+        baseline = [base for _, base, _ in rounds]
+        hand = [hand for _, _, hand in rounds]
+        hand_per_second = median(lambda p: p.per_second, hand)
         per_second = median(lambda p: p.per_second, library)
         base_per_second = median(lambda p: p.per_second, baseline)
         p50 = median(lambda p: p.latency_ms(50), library)
@@ -511,6 +533,9 @@ class Benchmark:
             Row(SECTION, f"signed deliveries/s ({WORKERS} gunicorn workers, {CONCURRENCY} clients, {mode})",
                 per_second, "deliveries/s", baseline=base_per_second, goal=f"ratio >= {GOAL_RATIO}",
                 ok=per_second / base_per_second >= GOAL_RATIO),
+            Row(SECTION, f"signed deliveries/s vs the hand-written view ({mode})", per_second, "deliveries/s",
+                baseline=hand_per_second, goal=f"ratio >= {GOAL_HAND_RATIO}",
+                ok=per_second / hand_per_second >= GOAL_HAND_RATIO),
             Row(SECTION, f"latency p50 ({mode})", p50, "ms",
                 baseline=median(lambda p: p.latency_ms(50), baseline)),
             Row(SECTION, f"latency p99 ({mode})", p99, "ms",
