@@ -371,3 +371,13 @@ def test_a_failed_page_and_twilios_problem_answers_are_api_errors():
     problem = api_error(TwilioServiceException(type_uri="https://www.twilio.com/docs/errors/20404",
                                                title="Not Found", status=404, code=20404))
     assert (problem.status, problem.transient) == (404, False)
+
+
+def test_progress_and_quiet(account, twilio):
+    out, _ = sync("--conversation-sid", account["maria"].sid)
+    # Without a terminal: a progress line at most every 10 seconds (the first at once).
+    assert "1 conversations, 100 messages" in out and "pages read, at " + account["maria"].sid in out, out
+    out, _ = sync("--conversation-sid", account["jonas"].sid, "-v", "0")
+    assert out == ""
+    out, _ = sync("--conversation-sid", account["ana"].sid, "-v", "2")
+    assert f"{account['ana'].sid}: new, 2 new message(s), 0 already there" in out, out

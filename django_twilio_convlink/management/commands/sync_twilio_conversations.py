@@ -148,7 +148,7 @@ class Command(BaseCommand):
             return
         self.last_line = now
         line = (f"{report.conversations} conversations, {report.messages_new + report.messages_already} "
-                f"messages ({report.rate:.0f}/s), page {report.pages}, at {where}")
+                f"messages ({report.rate:.0f}/s), {report.pages} pages read, at {where}")
         if self.terminal:
             self.stdout.write(f"\r\033[K{line}", ending="")
             self.stdout.flush()
