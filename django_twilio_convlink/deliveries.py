@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from typing import Any
 
-from django.db import DatabaseError, connection, connections
+from django.db import DatabaseError, connection, connections, router
 from django.db.models import F, Q
 from django.http import HttpRequest, QueryDict
 from django.utils import timezone
@@ -165,11 +165,16 @@ def _same_delivery(delivery: WebhookDelivery) -> Q:
     that one look processed. Twilio's first attempt (RetryCount 0) received once has
     no earlier copy: the plain primary key keeps the commonest UPDATE the cheapest.
     """
-    if delivery.retry_count == 0 and delivery.attempts <= 1:
+    if _first_attempt(delivery):
         return Q(pk=delivery.pk)
     copies = delivery.fingerprint or fingerprint(delivery.params)
     return Q(pk=delivery.pk) | Q(fingerprint=copies,
                                  status__in=[DeliveryStatus.FAILED, DeliveryStatus.RECEIVED])
+
+
+def _first_attempt(delivery: WebhookDelivery) -> bool:
+    """Twilio's first attempt, received once: no earlier copy to settle."""
+    return delivery.retry_count == 0 and delivery.attempts <= 1
 
 
 def process_delivery(delivery: WebhookDelivery, event: Event, *, origin: str = "webhook") -> None:
@@ -209,15 +214,16 @@ def signed_with_shared_key(delivery: WebhookDelivery) -> bool:
 
 def _mark_processed(delivery: WebhookDelivery) -> None:
     now = timezone.now()
-    if delivery.retry_count == 0 and delivery.attempts <= 1:
+    if _first_attempt(delivery):
         # Twilio's first attempt, the commonest case by far (_same_delivery: the row
         # alone): SQL written once per process rather than an UPDATE the ORM compiles
         # per webhook. The values go through the fields' own preparation, as the
-        # ORM's update() does.
-        alias = WebhookDelivery.objects.db
+        # ORM's update() does, on the database it would write to.
+        alias = router.db_for_write(WebhookDelivery)
         sql, prepare = _processed_update(alias)
-        with connections[alias].cursor() as cursor:
-            cursor.execute(sql, prepare(now, delivery.pk))
+        db = connections[alias]
+        with db.cursor() as cursor:
+            cursor.execute(sql, prepare(db, now, delivery.pk))
     else:
         WebhookDelivery.objects.filter(_same_delivery(delivery)).update(
             status=DeliveryStatus.PROCESSED, processed_at=now)
@@ -226,9 +232,9 @@ def _mark_processed(delivery: WebhookDelivery) -> None:
 
 
 @lru_cache(maxsize=8)
-def _processed_update(alias: str) -> tuple[str, Callable[[datetime.datetime, Any], list[Any]]]:
+def _processed_update(alias: str) -> tuple[str, Callable[[Any, datetime.datetime, Any], list[Any]]]:
     """The UPDATE that marks one delivery processed on database ``alias``, and what
-    turns (when, primary key) into its parameters."""
+    turns (connection, when, primary key) into its parameters."""
     db = connections[alias]
     opts = WebhookDelivery._meta
     status, processed_at, pk = opts.get_field("status"), opts.get_field("processed_at"), opts.pk
@@ -237,10 +243,10 @@ def _processed_update(alias: str) -> tuple[str, Callable[[datetime.datetime, Any
     assert len(columns) == 3  # fields without a column of their own have None
     sql = (f"UPDATE {db.ops.quote_name(opts.db_table)} SET {columns[0]} = %s, {columns[1]} = %s"
            f" WHERE {columns[2]} = %s")
-    processed = status.get_db_prep_save(DeliveryStatus.PROCESSED, db)
 
-    def parameters(when: datetime.datetime, key: Any) -> list[Any]:
-        return [processed, processed_at.get_db_prep_save(when, db), pk.get_db_prep_value(key, db)]
+    def parameters(db: Any, when: datetime.datetime, key: Any) -> list[Any]:
+        return [status.get_db_prep_save(DeliveryStatus.PROCESSED, db),
+                processed_at.get_db_prep_save(when, db), pk.get_db_prep_value(key, db)]
 
     return sql, parameters
 

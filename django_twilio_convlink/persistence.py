@@ -18,12 +18,12 @@ single and complete, in as few statements as a webhook can take:
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Any
 
 from django.db import connections, transaction
-from django.db.models import BooleanField
+from django.db.models import BooleanField, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -79,16 +79,25 @@ def find_conversation(conversation_sid: str, message_sid: str
     """
     Message = get_message_model()
     manager = get_conversation_model()._default_manager
-    sql, order = _find_conversation_sql(manager.model, Message, manager.db)
-    values = {_CONVERSATION_SID: conversation_sid, _MESSAGE_SID: message_sid}
-    # A raw query of SQL compiled once per process: the ORM would compile the same
-    # annotated SELECT on every call, on the hottest path there is (bench/README.rst:
-    # in-process time). RawQuerySet still builds the instance through the model's
-    # from_db and the fields' converters, as a QuerySet does.
-    for conversation in manager.raw(sql, [values[name] for name in order]):
-        # The extra columns come without their fields' converters: typed here as the
-        # conversation's own key (a UUID on some sites) so that they compare equal to
-        # conversation.pk on every database.
+    alias = manager.db
+    compiled = _find_conversation_sql(manager.model, Message, alias)
+    if compiled is None:
+        # The site's default manager adds values of its own to the query (a filter, an
+        # annotation): they may change from call to call, so the ORM compiles it each time.
+        rows: Iterable[Any] = _find_conversation_query(manager.model, Message, alias, conversation_sid,
+                                                       message_sid)
+    else:
+        # A raw query of SQL compiled once per process: the ORM would compile the same
+        # annotated SELECT on every call, on the hottest path there is (bench/README.rst:
+        # in-process time). RawQuerySet still builds the instance through the model's
+        # from_db and the fields' converters, as a QuerySet does.
+        sql, order = compiled
+        values = {_CONVERSATION_SID: conversation_sid, _MESSAGE_SID: message_sid}
+        rows = manager.raw(sql, [values[name] for name in order], using=alias)
+    for conversation in rows:
+        # A raw query's extra columns come without their fields' converters: typed here
+        # as the conversation's own key (a UUID on some sites) so that they compare
+        # equal to conversation.pk on every database.
         stored_in = getattr(conversation, "_convlink_stored_in")  # noqa: B009 - an extra column
         if stored_in is not None:
             stored_in = Message._meta.get_field("conversation").target_field.to_python(stored_in)
@@ -100,17 +109,17 @@ def find_conversation(conversation_sid: str, message_sid: str
 _CONVERSATION_SID, _MESSAGE_SID = "\x00convlink-conversation\x00", "\x00convlink-message\x00"
 
 
-@lru_cache(maxsize=8)
-def _find_conversation_sql(Conversation: Any, Message: Any, alias: str) -> tuple[str, tuple[str, ...]]:  # noqa: N803
-    """find_conversation's SELECT for these models on database ``alias``, and the order
-    of its parameters: compiled by the ORM once, with stand-ins for the values."""
+def _find_conversation_query(Conversation: Any, Message: Any, alias: str,  # noqa: N803
+                             conversation_sid: str, message_sid: str) -> QuerySet:
+    """find_conversation's SELECT: the conversation, the key of the conversation that
+    holds the message, and whether receipts wait for it."""
     quote = connections[alias].ops.quote_name
     sid_column = Message._meta.get_field("message_sid").column
     stored_in = RawSQL(
         f"(SELECT {quote(Message._meta.get_field('conversation').column)}"
         f" FROM {quote(Message._meta.db_table)}"
         f" WHERE {quote(sid_column)} = %s)",
-        (_MESSAGE_SID,), output_field=Message._meta.get_field("conversation").target_field,
+        (message_sid,), output_field=Message._meta.get_field("conversation").target_field,
     )
     # Receipts that overtook their message (rare: the table is nearly always empty,
     # and the probe is one index lookup) ride on the same SELECT rather than cost one
@@ -118,14 +127,23 @@ def _find_conversation_sql(Conversation: Any, Message: Any, alias: str) -> tuple
     waiting = RawSQL(
         f"EXISTS(SELECT 1 FROM {quote(WaitingReceipt._meta.db_table)}"
         " WHERE message_sid = %s)",
-        (_MESSAGE_SID,), output_field=BooleanField(),
+        (message_sid,), output_field=BooleanField(),
     )
     # A slice, not first(): the SID is unique, and first()'s ORDER BY costs a sort.
-    query = Conversation._default_manager.using(alias).filter(conversation_sid=_CONVERSATION_SID).annotate(
-        _convlink_stored_in=stored_in, _convlink_receipts_waiting=waiting)[:1].query
+    return Conversation._default_manager.using(alias).filter(conversation_sid=conversation_sid).annotate(
+        _convlink_stored_in=stored_in, _convlink_receipts_waiting=waiting)[:1]
+
+
+@lru_cache(maxsize=8)
+def _find_conversation_sql(Conversation: Any, Message: Any, alias: str  # noqa: N803
+                           ) -> tuple[str, tuple[str, ...]] | None:
+    """find_conversation's SELECT for these models on database ``alias``, compiled by
+    the ORM once with stand-ins for the two values, and where each value goes; None
+    when the site's default manager puts values of its own in it."""
+    query = _find_conversation_query(Conversation, Message, alias, _CONVERSATION_SID, _MESSAGE_SID).query
     sql, params = query.get_compiler(using=alias).as_sql()
-    if set(params) != {_CONVERSATION_SID, _MESSAGE_SID}:
-        raise AssertionError(f"find_conversation's SQL has unexpected parameters: {params!r}")
+    if not set(params) <= {_CONVERSATION_SID, _MESSAGE_SID} or len(params) != 3:
+        return None
     return sql, tuple(params)
 
 
