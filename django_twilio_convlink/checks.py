@@ -81,22 +81,30 @@ def _model(key: str, errors: list, abstract_base: type | None = None) -> type[mo
     return model
 
 
+def _value_field_problem(booking: type[models.Model], path: str, if_relation: str) -> str:
+    """Why the ORM ``path`` from a booking does not end at a field holding a value ("" when
+    it does); ``if_relation`` says what is wrong with ending at a relation."""
+    from .linking.bookings import resolve_path
+
+    try:
+        _, field = resolve_path(booking, path)
+    except (FieldDoesNotExist, ImproperlyConfigured) as exc:
+        return str(exc)
+    return f"{field.name!r} is {if_relation}" if field.is_relation else ""
+
+
 def _check_booking_fields(booking: type[models.Model], apartment: type[models.Model] | None,
                           errors: list) -> None:
-    from .linking.bookings import resolve_path
 
     phone_path = convlink_settings.get("BOOKING_PHONE_FIELD")
     if not phone_path:
         errors.append(_error(f'{SETTINGS_NAME}["BOOKING_PHONE_FIELD"] is not set.', SETTINGS_HINT, 1))
     else:
-        try:
-            _, field = resolve_path(booking, phone_path)
-            if field.is_relation:
-                raise ImproperlyConfigured(f"{field.name!r} is a relation, not a phone field.")
-        except (FieldDoesNotExist, ImproperlyConfigured) as exc:
+        problem = _value_field_problem(booking, phone_path, "a relation, not a phone field.")
+        if problem:
             errors.append(_error(
                 f'{SETTINGS_NAME}["BOOKING_PHONE_FIELD"] = {phone_path!r} does not resolve '
-                f"from {booking._meta.label}: {exc}",
+                f"from {booking._meta.label}: {problem}",
                 'Give the ORM path from a booking to the phone, e.g. "tenant__phone".', 4))
 
     apartment_name = convlink_settings.get("BOOKING_APARTMENT_FIELD")
@@ -137,16 +145,14 @@ def _check_booking_fields(booking: type[models.Model], apartment: type[models.Mo
     # A bare string would be searched letter by letter.
     paths = search if isinstance(search, list | tuple) else [search]
     for path in paths:
-        try:
-            if not isinstance(path, str) or not path or not isinstance(search, list | tuple):
-                raise ImproperlyConfigured("not a list of ORM paths")
-            _, field = resolve_path(booking, path)
-            if field.is_relation:
-                raise ImproperlyConfigured(f"{field.name!r} is a relation; name a text field behind it")
-        except (FieldDoesNotExist, ImproperlyConfigured) as exc:
+        if not isinstance(path, str) or not path or not isinstance(search, list | tuple):
+            problem = "not a list of ORM paths"
+        else:
+            problem = _value_field_problem(booking, path, "a relation; name a text field behind it")
+        if problem:
             errors.append(_error(
                 f'{SETTINGS_NAME}["BOOKING_SEARCH_FIELDS"] holds {path!r}, which does not resolve to a '
-                f"field of {booking._meta.label}: {exc}",
+                f"field of {booking._meta.label}: {problem}",
                 'List ORM paths from a booking to text fields, e.g. ["guest__full_name", '
                 '"unit__title"].', 25))
     window = convlink_settings.get("BOOKING_WINDOW_DAYS")

@@ -286,19 +286,10 @@ def save_message_to_db(
         message = manager.select_for_update().filter(message_sid=event.message_sid).first()
     if message is None:
         message = new_message(conversation, event)
-        after_insert = [then for step in _insert_steps if (then := step(message, conversation, origin))]
+        after_insert = _before_insert(message, conversation, origin)
         message.save(force_insert=True, using=manager.db)
-        # Announced before the steps' own after-commit work (the group chat's forward,
-        # which the immediate task backend runs in the commit's callbacks): receivers
-        # hear of the customer's message before of its copy in the group chat.
-        _changed(message_received, message, conversation, origin)
-        if receipts_waiting is not False:
-            apply_waiting([message.message_sid], origin=origin)
-        if may_get_receipts(message, conversation):
-            # A receipt processed at this same moment cannot see this row yet.
-            settle_after_commit([message.message_sid], origin=origin, using=manager.db)
-        for then in after_insert:
-            then()
+        _inserted([message], conversation, origin, after_insert,
+                  look_for_receipts=receipts_waiting is not False)
         return message, True
     stale = (event.date_updated is not None and message.date_updated is not None
              and event.date_updated < message.date_updated)
@@ -372,7 +363,7 @@ def save_new_messages_to_db(
         row = new_message(conversation, event)
         if prepare is not None:
             prepare(row, event)
-        after_insert += [then for step in _insert_steps if (then := step(row, conversation, origin))]
+        after_insert += _before_insert(row, conversation, origin)
         rows.append(row)
     if not rows:
         return rows
@@ -385,14 +376,34 @@ def save_new_messages_to_db(
     for row in rows:
         # As save() leaves a new row: a receiver's later save() writes only what it changed.
         row.__dict__["_convlink_stored"] = row._stored_values()
+    _inserted(rows, conversation, origin, after_insert, look_for_receipts=True)
+    return rows
+
+
+def _before_insert(row: AbstractTwilioMessage, conversation: AbstractTwilioConversation,
+                   origin: str) -> list[Callable[[], None]]:
+    """The registered insert steps, run on a new row before its INSERT; what each asks
+    to run after it."""
+    return [then for step in _insert_steps if (then := step(row, conversation, origin))]
+
+
+def _inserted(rows: list[AbstractTwilioMessage], conversation: AbstractTwilioConversation, origin: str,
+              after_insert: list[Callable[[], None]], *, look_for_receipts: bool) -> None:
+    """What follows the INSERT of new message rows, in the same transaction, whichever
+    path stored them: their ``message_received``, the receipts that waited for them,
+    the look again after the commit, then the insert steps' own work."""
+    # Announced before the steps' own after-commit work (the group chat's forward,
+    # which the immediate task backend runs in the commit's callbacks): receivers
+    # hear of the customer's message before of its copy in the group chat.
+    for row in rows:
         _changed(message_received, row, conversation, origin)
-    new_sids = [row.message_sid for row in rows]
-    apply_waiting(new_sids, origin=origin)
+    if look_for_receipts:
+        apply_waiting([row.message_sid for row in rows], origin=origin)
     if settle := [row.message_sid for row in rows if may_get_receipts(row, conversation)]:
-        settle_after_commit(settle, origin=origin, using=manager.db)
+        # A receipt processed at this same moment cannot see these rows yet.
+        settle_after_commit(settle, origin=origin, using=rows[0]._state.db)
     for then in after_insert:
         then()
-    return rows
 
 
 def _changed(signal: Any, message: AbstractTwilioMessage, conversation: AbstractTwilioConversation,

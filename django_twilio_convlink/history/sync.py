@@ -170,7 +170,8 @@ class Sync:
         before = Conversation._default_manager.filter(conversation_sid=event.conversation_sid) \
             .values_list("updated_at", "booking_id").first()
         if self.dry_run:
-            new, already = self._count_messages(sid, record.chat_service_sid or "")
+            new, already = self._store_messages(None, sid, record.chat_service_sid or "",
+                                                self.reader.message_pages(sid))
             self._count_conversation(created=before is None, changed=before is None)
             return ConversationDone(sid, before is None, before is None, new, already, False)
         handle_event(event, origin=HISTORY)
@@ -178,7 +179,8 @@ class Sync:
         self._adopt_group_chat(conversation)
         changed = before is None or before[0] != conversation.updated_at
         self._count_conversation(created=before is None, changed=changed)
-        new, already = self._store_messages(conversation, self.reader.message_pages(sid))
+        new, already = self._store_messages(conversation, sid, conversation.chat_service_sid,
+                                            self.reader.message_pages(sid))
         # Linked by this run: a customer's conversation that had no booking and has one
         # now (a group chat only copies its customer's).
         after = Conversation._default_manager.filter(pk=conversation.pk).values_list(
@@ -221,22 +223,29 @@ class Sync:
         with transaction.atomic():
             attach_group_chat(customer, group)
 
-    def _store_messages(self, conversation: AbstractTwilioConversation,
-                        pages: Iterable[list[Any]]) -> tuple[int, int]:
+    def _store_messages(self, conversation: AbstractTwilioConversation | None, sid: str,
+                        chat_service_sid: str, pages: Iterable[list[Any]]) -> tuple[int, int]:
+        """Each page of the conversation ``sid``'s messages stored, or in a dry run
+        (``conversation`` None there when it is not stored yet) only counted; how many
+        were new and how many already there."""
+        manager = get_message_model()._default_manager
         new = already = 0
         for page in pages:
-            events = [message_event(message, conversation.chat_service_sid) for message in page]
-            statuses = {event.message_sid: delivery_summary(message.delivery, event.author)
-                        for event, message in zip(events, page, strict=True)}
-            rows = self.store_page(conversation, events, statuses)
-            new += len(rows)
-            already += len(events) - len(rows)
-            self.report.messages_new += len(rows)
-            self.report.messages_already += len(events) - len(rows)
+            events = [message_event(message, chat_service_sid) for message in page]
+            if self.dry_run or conversation is None:
+                added = len(events) - manager.filter(message_sid__in=[e.message_sid for e in events]).count()
+            else:
+                statuses = {event.message_sid: delivery_summary(message.delivery, event.author)
+                            for event, message in zip(events, page, strict=True)}
+                rows = self.store_page(conversation, events, statuses)
+                added = len(rows)
+                if self.media:
+                    self._fetch_media(rows)
+            new, already = new + added, already + len(events) - added
+            self.report.messages_new += added
+            self.report.messages_already += len(events) - added
             self.report.pages += 1
-            if self.media:
-                self._fetch_media(rows)
-            self.progress(self.report, conversation.conversation_sid)
+            self.progress(self.report, sid)
         return new, already
 
     def store_page(self, conversation: AbstractTwilioConversation, events: list[Any],
@@ -280,21 +289,6 @@ class Sync:
                 outcome = download_message_media(row.pk, now=True)
                 self.report.media_fetched += len(outcome.stored)
 
-    def _count_messages(self, sid: str, chat_service_sid: str) -> tuple[int, int]:
-        """Dry run: how many of the conversation's messages are not stored yet."""
-        manager = get_message_model()._default_manager
-        new = already = 0
-        for page in self.reader.message_pages(sid):
-            sids = [message_event(message, chat_service_sid).message_sid for message in page]
-            stored = manager.filter(message_sid__in=sids).count()
-            new += len(sids) - stored
-            already += stored
-            self.report.messages_new += len(sids) - stored
-            self.report.messages_already += stored
-            self.report.pages += 1
-            self.progress(self.report, sid)
-        return new, already
-
     # Repair
 
     def repair(self, conversation: AbstractTwilioConversation) -> ConversationDone:
@@ -326,13 +320,8 @@ class Sync:
             wanted = sorted((message for message in page
                              if message.index is not None and message.index >= floor),
                             key=lambda message: message.index)
-            if self.dry_run:
-                stored = messages.filter(message_sid__in=[message.sid for message in wanted]).count()
-                new, already = new + len(wanted) - stored, already + stored
-                self.report.messages_new += len(wanted) - stored
-                self.report.messages_already += stored
-            elif wanted:
-                added, seen = self._store_messages(conversation, [wanted])
+            if wanted:
+                added, seen = self._store_messages(conversation, sid, conversation.chat_service_sid, [wanted])
                 new, already = new + added, already + seen
             indexes = [message.index for message in page if message.index is not None]
             if not indexes or min(indexes) <= floor:
