@@ -52,7 +52,7 @@ from .exceptions import ApiError, InvalidMessage
 from .linking import link_manually, manual_link_saved, update_conversation_links
 from .media.downloads import descriptors
 from .media.serve import belongs_to, describe_state, file_response, files_of
-from .models import LinkMethod, OptOut, StoredMedia, WebhookDelivery, incomplete
+from .models import OptOut, StoredMedia, WebhookDelivery, incomplete
 from .optouts import OPTED_OUT_ERROR, opt_in, opt_out
 from .phones import normalize_phone
 from .receipts import FAILURES
@@ -464,10 +464,6 @@ class WaitingFilter(admin.SimpleListFilter):
         return queryset
 
 
-# The link methods' labels explain themselves at length; a list column needs one word.
-LINK_METHOD_SHORT = {LinkMethod.AUTOMATIC: _("automatic"), LinkMethod.RETROACTIVE: _("retroactive"),
-                     LinkMethod.MANUAL: _("manual")}
-
 
 class ConversationAdmin(OptOutActionsMixin, PhoneSearchMixin, admin.ModelAdmin):
     list_display = ("conversation_label", "last_message", "apartment")
@@ -701,13 +697,6 @@ class ConversationAdmin(OptOutActionsMixin, PhoneSearchMixin, admin.ModelAdmin):
 
     def opt_out_phones(self, queryset: QuerySet) -> list[tuple[Any, str]]:
         return [(conversation, conversation.customer_phone) for conversation in queryset]
-
-    @admin.display(description=_("link"), ordering="link_method")
-    def link(self, obj: Any) -> SafeString | str:
-        if not obj.link_method:
-            return self.get_empty_value_display()
-        return format_html('<span title="{}">{}</span>', obj.get_link_method_display(),
-                           LINK_METHOD_SHORT.get(obj.link_method, obj.link_method))
 
     def get_inline_instances(self, request: HttpRequest, obj: Any = None) -> list:
         if obj is None:
