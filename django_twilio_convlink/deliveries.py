@@ -41,6 +41,7 @@ from .choices import DeliveryStatus
 from .events import Event, canonical_sid, parse_event
 from .exceptions import InvalidPayload, RefusedEvent
 from .handlers import handle_event
+from .inserts import insert
 from .models import WebhookDelivery, incomplete
 from .signature import SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER
 
@@ -127,7 +128,7 @@ def record_delivery(request: HttpRequest, *, status: str = DeliveryStatus.RECEIV
                for name in KEPT_HEADERS if name in request.headers}
     retry_count = post.get("RetryCount", "")
     params = _params(post)
-    return WebhookDelivery.objects.create(
+    delivery = WebhookDelivery(
         event_type=_clean(post.get("EventType", ""), 64),
         conversation_sid=_sid(post, "ConversationSid"),
         message_sid=_sid(post, "MessageSid"),
@@ -142,6 +143,8 @@ def record_delivery(request: HttpRequest, *, status: str = DeliveryStatus.RECEIV
         error=error,
         attempts=0 if status == DeliveryStatus.REJECTED else 1,
     )
+    insert(delivery, using=router.db_for_write(WebhookDelivery))
+    return delivery
 
 
 def fingerprint(params: Any) -> str:

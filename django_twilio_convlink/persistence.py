@@ -17,8 +17,10 @@ single and complete, in as few statements as a webhook can take:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
-from collections.abc import Callable, Iterable
+import weakref
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -30,6 +32,7 @@ from django.utils import timezone
 from .choices import Direction
 from .events import ConversationEvent, MessageEvent
 from .exceptions import RefusedEvent
+from .inserts import insert
 from .models import AbstractTwilioConversation, AbstractTwilioMessage, WaitingReceipt
 from .phones import is_system_author
 from .receipts import apply_waiting, may_get_receipts, settle_after_commit
@@ -84,25 +87,39 @@ def find_conversation(conversation_sid: str, message_sid: str
     if compiled is None:
         # The site's default manager adds values of its own to the query (a filter, an
         # annotation): they may change from call to call, so the ORM compiles it each time.
-        rows: Iterable[Any] = _find_conversation_query(manager.model, Message, alias, conversation_sid,
-                                                       message_sid)
-    else:
-        # A raw query of SQL compiled once per process: the ORM would compile the same
-        # annotated SELECT on every call, on the hottest path there is (bench/README.rst:
-        # in-process time). RawQuerySet still builds the instance through the model's
-        # from_db and the fields' converters, as a QuerySet does.
-        sql, order = compiled
-        values = {_CONVERSATION_SID: conversation_sid, _MESSAGE_SID: message_sid}
-        rows = manager.raw(sql, [values[name] for name in order], using=alias)
-    for conversation in rows:
-        # A raw query's extra columns come without their fields' converters: typed here
-        # as the conversation's own key (a UUID on some sites) so that they compare
-        # equal to conversation.pk on every database.
-        stored_in = getattr(conversation, "_convlink_stored_in")  # noqa: B009 - an extra column
-        if stored_in is not None:
-            stored_in = Message._meta.get_field("conversation").target_field.to_python(stored_in)
-        return conversation, stored_in, bool(getattr(conversation, "_convlink_receipts_waiting"))  # noqa: B009
-    return None, None, False
+        for conversation in _find_conversation_query(manager.model, Message, alias, conversation_sid,
+                                                     message_sid):
+            stored_in = _key_of(Message, getattr(conversation, "_convlink_stored_in"))  # noqa: B009
+            return conversation, stored_in, bool(getattr(conversation, "_convlink_receipts_waiting"))  # noqa: B009
+        return None, None, False
+    # SQL compiled once per process, run on a cursor: the ORM would compile the same
+    # annotated SELECT on every call, and a raw query set resolves its columns and
+    # converters on every call, on the hottest path there is (bench/README.rst:
+    # in-process time). The row becomes an instance as a QuerySet makes one: the
+    # fields' converters (cached per connection), then the model's from_db.
+    values = {_CONVERSATION_SID: conversation_sid, _MESSAGE_SID: message_sid}
+    db = connections[alias]
+    with db.cursor() as cursor:
+        cursor.execute(compiled.sql, [values[name] for name in compiled.order])
+        row = cursor.fetchone()
+    if row is None:
+        return None, None, False
+    row = list(row)
+    for index, converters in compiled.converters(db):
+        value, col = row[index], compiled.columns[index]
+        for convert in converters:
+            value = convert(value, col, db)
+        row[index] = value
+    fields = len(compiled.attnames)
+    conversation = manager.model.from_db(alias, compiled.attnames, row[:fields])
+    return conversation, _key_of(Message, row[fields]), bool(row[fields + 1])
+
+
+def _key_of(Message: Any, stored_in: Any) -> Any:  # noqa: N803
+    # Typed as the conversation's own key (a UUID on some sites) so that it compares
+    # equal to conversation.pk on every database.
+    return None if stored_in is None else Message._meta.get_field("conversation").target_field.to_python(
+        stored_in)
 
 
 # Stand-ins for the two values in find_conversation's compiled SQL: where each goes.
@@ -134,17 +151,52 @@ def _find_conversation_query(Conversation: Any, Message: Any, alias: str,  # noq
         _convlink_stored_in=stored_in, _convlink_receipts_waiting=waiting)[:1]
 
 
+@dataclasses.dataclass
+class _CompiledFind:
+    """find_conversation's SELECT, compiled: the SQL, where each value goes, the
+    model's attnames in the order of the columns (the two annotations follow), and the
+    columns as the ORM's expressions, whose converters each connection caches."""
+
+    sql: str
+    order: tuple[str, ...]
+    attnames: tuple[str, ...]
+    columns: tuple[Any, ...]
+    _converters: weakref.WeakKeyDictionary = dataclasses.field(default_factory=weakref.WeakKeyDictionary)
+
+    def converters(self, db: Any) -> list[tuple[int, list[Callable[..., Any]]]]:
+        # Per connection object: a backend's converters are its operations' bound
+        # methods, and each thread has a connection of its own.
+        found = self._converters.get(db)
+        if found is None:
+            found = [(index, converters) for index, col in enumerate(self.columns)
+                     if (converters := [*db.ops.get_db_converters(col), *col.get_db_converters(db)])]
+            self._converters[db] = found
+        return found
+
+
 @lru_cache(maxsize=8)
 def _find_conversation_sql(Conversation: Any, Message: Any, alias: str  # noqa: N803
-                           ) -> tuple[str, tuple[str, ...]] | None:
+                           ) -> _CompiledFind | None:
     """find_conversation's SELECT for these models on database ``alias``, compiled by
-    the ORM once with stand-ins for the two values, and where each value goes; None
-    when the site's default manager puts values of its own in it."""
+    the ORM once with stand-ins for the two values; None when the site's default
+    manager puts values of its own in it, or selects anything but the model's columns
+    and the two annotations (select_related, deferred fields)."""
     query = _find_conversation_query(Conversation, Message, alias, _CONVERSATION_SID, _MESSAGE_SID).query
-    sql, params = query.get_compiler(using=alias).as_sql()
+    compiler = query.get_compiler(using=alias)
+    sql, params = compiler.as_sql()
     if not set(params) <= {_CONVERSATION_SID, _MESSAGE_SID} or len(params) != 3:
         return None
-    return sql, tuple(params)
+    klass_info, select = compiler.klass_info, compiler.select
+    if not klass_info or klass_info.get("related_klass_infos"):
+        return None
+    fields = [select[index][0].target for index in klass_info["select_fields"]]
+    expected = [f.attname for f in Conversation._meta.concrete_fields]
+    annotations = {"_convlink_stored_in": len(fields), "_convlink_receipts_waiting": len(fields) + 1}
+    if (klass_info["select_fields"] != list(range(len(fields))) or len(select) != len(fields) + 2
+            or [f.attname for f in fields] != expected or compiler.annotation_col_map != annotations):
+        return None
+    return _CompiledFind(sql, tuple(params), tuple(f.attname for f in fields),
+                         tuple(expression for expression, _sql, _alias in select))
 
 
 def refuse_if_stored_elsewhere(event: MessageEvent) -> None:
@@ -287,7 +339,7 @@ def save_message_to_db(
     if message is None:
         message = new_message(conversation, event)
         after_insert = _before_insert(message, conversation, origin)
-        message.save(force_insert=True, using=manager.db)
+        insert(message, using=manager.db)
         _inserted([message], conversation, origin, after_insert,
                   look_for_receipts=receipts_waiting is not False)
         return message, True
