@@ -29,26 +29,29 @@ DATABASES = {
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def database_urls(part: str, database: str, quick: bool) -> list[str]:
+def variants(part: str, database: str, quick: bool) -> list[tuple[str, dict[str, str]]]:
+    """Each run of ``part`` on ``database``: its database URL and what its environment adds."""
     url = DATABASES[database]
     if part == "throughput" and database == "postgres" and not quick:
         # Django's default (a connection per request, CONN_MAX_AGE=0) and persistent
         # connections: the fixed cost of connecting narrows the gap to the baseline.
-        return [url, url + ("&" if "?" in url else "?") + "conn_max_age=600"]
-    return [url]
+        # Two and four gunicorn workers: one per core, and more workers than cores.
+        persistent = url + ("&" if "?" in url else "?") + "conn_max_age=600"
+        return [(u, {"BENCH_WORKERS": str(workers)}) for workers in (2, 4) for u in (url, persistent)]
+    return [(url, {})]
 
 
 def run_part(part: str, database: str, quick: bool) -> list[Row]:
-    urls = database_urls(part, database, quick)
-    return [row for url in urls for row in run_once(part, database, url, quick)]
+    return [row for url, env in variants(part, database, quick)
+            for row in run_once(part, database, url, quick, env)]
 
 
-def run_once(part: str, database: str, url: str, quick: bool) -> list[Row]:
+def run_once(part: str, database: str, url: str, quick: bool, env: dict[str, str]) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "rows.json"
         command = [sys.executable, "-m", "bench.part", part, "--database-url", url,
                    "--out", str(out)] + (["--quick"] if quick else [])
-        result = subprocess.run(command, cwd=ROOT)
+        result = subprocess.run(command, cwd=ROOT, env={**os.environ, **env})
         if result.returncode != 0 or not out.exists():
             return [Row("error", f"{part} failed (exit {result.returncode})", float("nan"), "",
                         ok=False, ceiling=True, database=database)]
