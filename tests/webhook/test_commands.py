@@ -162,10 +162,18 @@ def shared_cache(settings, tmp_path):
 
 
 def test_detailed_status_names_webhook_url(settings, shared_cache):
-    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "WEBHOOK_URL": "https://x.example/t/"}
+    # A worker (the database queue) and a shared cache: no deployment check has advice either.
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "WEBHOOK_URL": "https://x.example/t/",
+                                "TASK_BACKEND": "database"}
     out = run("check_twilio_status", "--detailed")
     assert "validated against WEBHOOK_URL: https://x.example/t/" in out
     assert "No problems found." in out
+
+
+def test_the_status_reports_the_deployment_checks_too(settings, shared_cache):
+    # The test site's tasks run on the immediate backend: check --deploy advice (W007).
+    out = run("check_twilio_status", "--detailed")
+    assert "twilio_convlink.W007: The task backend \"default\" is the immediate one" in out
 
 
 def test_rebuild_booking_phones_command(booking):

@@ -70,10 +70,14 @@ def manage(*args: str, **changes) -> subprocess.CompletedProcess:
 
 
 @django_5_2
-def test_check_passes_with_a_warning_suggesting_a_worker():
+def test_check_passes_and_only_check_deploy_suggests_a_worker():
     result = manage("check")
     assert result.returncode == 0, result.stderr
-    assert "twilio_convlink.W007" in result.stderr
+    assert "twilio_convlink.W007" not in result.stderr
+    assert "twilio_convlink.E010" not in result.stderr
+    result = manage("check", "--deploy")
+    assert result.returncode == 0, result.stderr
+    assert "twilio_convlink.W007" in result.stderr and "No tasks framework" in result.stderr
     assert "twilio_convlink.E010" not in result.stderr
 
 

@@ -263,7 +263,9 @@ class Command(BaseCommand):
         write("=== Settings ===")
         from ...checks import TAG
 
-        problems = [m for m in checks.run_checks(tags=[TAG])
+        # With the deployment checks (W007, W008, ...): this command reports on a site
+        # that is running, where production advice is what matters.
+        problems = [m for m in checks.run_checks(tags=[TAG], include_deployment_checks=True)
                     if m.level >= checks.WARNING and not m.is_silenced()]
         for message in problems:
             write(f"{message.id}: {message.msg}" + (f" HINT: {message.hint}" if message.hint else ""))
