@@ -338,8 +338,8 @@ def line_of(out: str, start: str) -> str:
 
 def test_forged_count_names_its_shared_cache(shared_cache):
     forged(5)
-    line = line_of(run("check_twilio_status", "--detailed"), "Forged or unsigned requests refused today")
-    assert line == ('Forged or unsigned requests refused today: 5 (counted in the "default" cache, '
+    line = line_of(run("check_twilio_status", "--detailed"), "Forged or unsigned requests rejected today")
+    assert line == ('Forged or unsigned requests rejected today: 5 (counted in the "default" cache, '
                     "django.core.cache.backends.filebased.FileBasedCache)")
 
 
@@ -352,7 +352,7 @@ def test_forged_count_warns_when_its_cache_cannot_be_trusted(settings, backend, 
     # another process, which a per-process cache shows none of them.
     settings.CACHES = {"default": {"BACKEND": backend}}
     out = run("check_twilio_status", "--detailed")
-    line = line_of(out, "Forged or unsigned requests refused today")
+    line = line_of(out, "Forged or unsigned requests rejected today")
     assert f'counted in the "default" cache, {backend}' in line
     assert why in line and "not to be trusted" in line
     assert "twilio_convlink.W008" in out

@@ -92,12 +92,12 @@ class Command(BaseCommand):
             self.write_details(Conversation, limit)
 
     def forged_line(self) -> str:
-        # The view counts refusals in the default cache (signature.count_forged): say
+        # The view counts rejections in the default cache (signature.count_forged): say
         # which, and when this process cannot see the web server's count (W008).
         from ...checks import forged_counter_cache
 
         alias, backend, problem = forged_counter_cache()
-        line = (f"Forged or unsigned requests refused today: {forged_today()} "
+        line = (f"Forged or unsigned requests rejected today: {forged_today()} "
                 f'(counted in the "{alias}" cache, {backend})')
         return f"{line}; not to be trusted: {problem}" if problem else line
 
