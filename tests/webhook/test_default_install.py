@@ -26,14 +26,21 @@ django_5_2 = pytest.mark.skipif(
     django.VERSION >= (6, 0), reason="Django 6.0+ has django.tasks built in: it cannot be missing")
 
 
-def test_the_classifiers_name_every_django_that_tox_tests():
+def test_the_metadata_names_every_django_and_python_that_tox_tests():
     tox = configparser.ConfigParser()
     tox.read(ROOT / "tox.ini")
-    tested = {f"{major}.{minor}" for major, minor in re.findall(r"django(\d)(\d+)", tox["tox"]["envlist"])}
+    envlist = tox["tox"]["envlist"]
+    djangos = {f"{major}.{minor}" for major, minor in re.findall(r"django(\d)(\d+)", envlist)}
+    pythons = sorted({int(minor) for minor in re.findall(r"py3(\d+)", envlist)})
     setup = configparser.ConfigParser()
     setup.read(ROOT / "setup.cfg")
-    classifiers = setup["metadata"]["classifiers"].split("\n")
-    assert tested and {f"Framework :: Django :: {version}" for version in tested} <= set(classifiers)
+    classifiers = set(setup["metadata"]["classifiers"].split("\n"))
+    assert djangos and {f"Framework :: Django :: {version}" for version in djangos} <= classifiers
+    assert pythons and {f"Programming Language :: Python :: 3.{minor}" for minor in pythons} <= classifiers
+    # python_requires starts at the oldest Python tested.
+    assert setup["options"]["python_requires"] == f">=3.{pythons[0]}"
+    urls = setup["metadata"]["project_urls"]
+    assert all(f"{name} = https://" in urls for name in ("Documentation", "Changelog", "Source"))
 
 WITHOUT_TASKS = """
 import sys
