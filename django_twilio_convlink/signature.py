@@ -226,7 +226,7 @@ def signature_failure(request: HttpRequest, url: str, signature: str) -> str | N
     return f"{SIGNATURE_HEADER} does not match"
 
 
-# The rejected requests are counted per day in the site's default cache, never in the
+# The refused requests are counted per day in the site's default cache, never in the
 # database: strangers must not be able to fill a table (check W008 warns when that
 # cache is per process).
 FORGED_COUNTER = "twilio_convlink:forged:{day}"
@@ -237,7 +237,7 @@ def _forged_key() -> str:
 
 
 def count_forged() -> None:
-    """Count a rejected (unsigned or forged) request in the cache, never the database."""
+    """Count a refused (unsigned or forged) request in the cache, never the database."""
     key = _forged_key()
     try:
         if not cache.add(key, 1, timeout=2 * 86400):
