@@ -876,7 +876,7 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
         report = replay(queryset.order_by("received_at", "pk"))
         level = messages.ERROR if report.failed or report.rejected else messages.SUCCESS
         self.message_user(request, _(
-            "%(processed)d replayed, %(failed)d failed again, %(rejected)d malformed."
+            "%(processed)d replayed, %(failed)d failed again, %(rejected)d rejected or refused."
         ) % {"processed": len(report.processed), "failed": len(report.failed),
              "rejected": len(report.rejected)}, level)
         for pk, error in report.failed:

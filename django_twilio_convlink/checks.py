@@ -3,6 +3,12 @@
 IDs are stable (twilio_convlink.E001...) so a site can silence one deliberately, and
 each names one problem: silencing one must not silence another mistake with it.
 No check touches the database: a fresh ``migrate`` must never trip over them.
+
+Advice that only matters in production (a worker for the Twilio calls, W007; a cache
+every process shares, W008; the media service's credentials on a site that does not
+talk to Twilio yet, W012) is a deployment check, shown by ``manage.py check --deploy``
+as Django's own production advice is: a fresh site that followed the Quickstart must
+get no warning on ``check`` (issue #22).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from django.core import checks
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import models
 
+from .api import SdkBackend
 from .conf import DEFAULTS, SETTINGS_NAME, TWILIO_OPT_IN_KEYWORDS, TWILIO_OPT_OUT_KEYWORDS, convlink_settings
 from .events import ACCOUNT_SID
 from .phones import normalize_phone
@@ -36,8 +43,9 @@ TAG = "twilio_convlink"
 Check = Callable[..., list[checks.CheckMessage]]
 
 
-def _registered(*tags: str) -> Callable[[Callable[[list, list], None]], Check]:
-    """Register ``func(errors, warnings)`` as a system check tagged ``TAG`` and ``tags``.
+def _registered(*tags: str, deploy: bool = False) -> Callable[[Callable[[list, list], None]], Check]:
+    """Register ``func(errors, warnings)`` as a system check tagged ``TAG`` and ``tags``
+    (a deployment check with ``deploy``: run by ``check --deploy`` only).
     It is skipped when TWILIO_CONVLINK itself cannot be read: ``check_settings_keys``
     reports that once (E018) instead of every check failing with it."""
 
@@ -56,7 +64,7 @@ def _registered(*tags: str) -> Callable[[Callable[[list, list], None]], Check]:
         # signature, which must take **kwargs, and wraps would show it func's).
         check.__name__ = check.__qualname__ = func.__name__
         check.__doc__ = func.__doc__
-        return checks.register(check, TAG, *tags)
+        return checks.register(check, TAG, *tags, deploy=deploy)
 
     return register
 
@@ -198,7 +206,7 @@ def check_phones(errors: list, warnings: list) -> None:
 @_registered()
 def check_group_chat(errors: list, warnings: list) -> None:
     """The API backend, the tasks framework and backend, the credentials (E010-E013,
-    W004-W007)."""
+    W004-W006)."""
     from django.utils.module_loading import import_string
 
     path = convlink_settings.get("API_BACKEND")
@@ -220,15 +228,8 @@ def check_group_chat(errors: list, warnings: list) -> None:
                 f"{', '.join(expected)}. The group chat forwards would run in the webhook's process.",
                 'On Django 5.2 install the backport: pip install "django-twilio-convlink[tasks]" '
                 "(django-tasks); Django 6.0+ has django.tasks built in. Or remove those settings.", 10))
-        else:
-            # The default install on Django 5.2: it works (tasks.enqueue runs it here), and a
-            # worker is still the better place for Twilio's calls.
-            warnings.append(checks.Warning(
-                "No tasks framework: the group chat forwards run in the webhook's process, right "
-                "after its commit, so Twilio's answers count against the webhook's 5 seconds.",
-                hint='For a worker, pip install "django-twilio-convlink[tasks]" and set settings.TASKS '
-                     "(see the README's group chat section); keep retry_group_chats in cron either way.",
-                id="twilio_convlink.W007"))
+        # Else the default install on Django 5.2: it works (tasks.enqueue runs the forward
+        # here, after the commit); check_worker (W007) advises a worker at check --deploy.
     else:
         alias = convlink_settings.get("TASK_BACKEND")
         queue = convlink_settings.get("TASK_QUEUE")
@@ -255,7 +256,7 @@ def check_group_chat(errors: list, warnings: list) -> None:
                     f'{SETTINGS_NAME}["TASK_QUEUE"] = {queue!r} is not among the QUEUES of the '
                     f'"{alias}" task backend: every enqueue would fail.',
                     f"Use one of {sorted(queues)} or add it to settings.TASKS[{alias!r}]['QUEUES'].", 13))
-    if path.endswith(".SdkBackend"):
+    if _talks_to_twilio():
         has_key = convlink_settings.get("API_KEY_SID") and convlink_settings.get("API_KEY_SECRET")
         if not convlink_settings.get("ACCOUNT_SID") or not (has_key or convlink_settings.get("AUTH_TOKEN")):
             warnings.append(checks.Warning(
@@ -271,6 +272,53 @@ def check_group_chat(errors: list, warnings: list) -> None:
                 f'{SETTINGS_NAME}["{key}"] is {phone}: group MMS serves +1 numbers only.',
                 hint="Use a US or Canadian number, or set GROUP_CHAT to False.",
                 id="twilio_convlink.W005"))
+
+
+def _talks_to_twilio() -> bool:
+    """The API backend is the SDK's (or a subclass of it): the site calls Twilio, rather
+    than printing the calls (ConsoleBackend, development) or keeping them (LocmemBackend,
+    tests)."""
+    from django.utils.module_loading import import_string
+
+    try:
+        backend = import_string(convlink_settings.get("API_BACKEND", ""))
+    except ImportError:
+        return False  # E011 says so
+    return isinstance(backend, type) and issubclass(backend, SdkBackend)
+
+
+@_registered(deploy=True)
+def check_worker(errors: list, warnings: list) -> None:
+    """A worker makes the Twilio calls (W007, a deployment check): without one they run
+    in the webhook's process. That works, and on a laptop it is what one wants."""
+    work = [what for key, what in (("GROUP_CHAT", "the group chat forwards"),
+                                   ("MEDIA_DOWNLOAD", "the downloads of customers' files"))
+            if convlink_settings.get(key)]
+    if not work:
+        return
+    from . import tasks
+
+    if not tasks.TASKS_AVAILABLE:
+        if tasks.task_settings_in_use():
+            return  # E010: the settings expect a backend that is not there
+        runner = "No tasks framework"
+        hint = ('For a worker, pip install "django-twilio-convlink[tasks]" (the django-tasks backport; '
+                "Django 6.0+ has django.tasks built in) and set settings.TASKS to a backend with a worker")
+    else:
+        alias = convlink_settings.get("TASK_BACKEND")
+        backend_path = tasks.task_backends.settings.get(alias, {}).get("BACKEND", "")
+        # Django's default TASKS (and the backport's) is the immediate backend.
+        if not backend_path.endswith(".ImmediateBackend"):
+            return
+        runner = f'The task backend "{alias}" is the immediate one ({backend_path})'
+        hint = (f"Set settings.TASKS[{alias!r}] to a backend with a worker (django-tasks-db's "
+                'DatabaseBackend, or RQ: pip install "django-twilio-convlink[rq]") and run the worker')
+    warnings.append(checks.Warning(
+        f"{runner}: {' and '.join(work)} run in the webhook's process, right after its commit, so "
+        "Twilio's answers count against the webhook's 5 seconds.",
+        hint=f"{hint}; keep retry_group_chats and fetch_twilio_media in cron either way. See "
+             '"Running the work on a worker" in the documentation.',
+        id="twilio_convlink.W007"))
 
 
 # With every tag the others carry: a TWILIO_CONVLINK that cannot be read skips them,
@@ -320,7 +368,7 @@ def check_signature(errors: list, warnings: list) -> None:
             errors.append(_error(
                 f'{SETTINGS_NAME}["VALIDATE_SIGNATURE"] is on with nothing to validate a signature '
                 "with (AUTH_TOKEN, SECONDARY_AUTH_TOKENS, SUBACCOUNT_AUTH_TOKENS, or WEBHOOK_SHARED_KEYS "
-                "with twilio 9.13+): every webhook would be refused with 403.",
+                "with twilio 9.13+): every webhook would be rejected with 403.",
                 "Set AUTH_TOKEN to the Twilio auth token (from the environment, never in code).", 7))
     else:
         warnings.append(checks.Warning(
@@ -402,7 +450,8 @@ def check_opt_out_keywords(errors: list, warnings: list) -> None:
 
 def forged_counter_cache() -> tuple[str, str, str]:
     """(alias, backend path, why its count cannot be trusted, or "") of the cache
-    ``signature.count_forged`` counts refused requests in: the default one."""
+    ``signature.count_forged`` counts rejected (forged or unsigned) requests in: the
+    default one."""
     from django.core.cache import DEFAULT_CACHE_ALIAS
     from django.core.cache.backends.dummy import DummyCache
     from django.core.cache.backends.locmem import LocMemCache
@@ -416,20 +465,21 @@ def forged_counter_cache() -> tuple[str, str, str]:
     if isinstance(backend, type) and issubclass(backend, DummyCache):
         return DEFAULT_CACHE_ALIAS, path, "the dummy cache stores nothing: the count is always 0"
     if isinstance(backend, type) and issubclass(backend, LocMemCache):
-        # Refusals happen in the web server's processes, check_twilio_status in another.
+        # Rejections happen in the web server's processes, check_twilio_status in another.
         return DEFAULT_CACHE_ALIAS, path, (
             "the local-memory cache is per process: each web server process counts its own "
-            "refusals, and check_twilio_status sees none of them")
+            "rejections, and check_twilio_status sees none of them")
     return DEFAULT_CACHE_ALIAS, path, ""
 
 
-@_registered(checks.Tags.caches)
+@_registered(checks.Tags.caches, deploy=True)
 def check_forged_counter(errors: list, warnings: list) -> None:
-    """The cache the refused-request counter lives in is shared by every process (W008)."""
+    """The cache the rejected-request counter lives in is shared by every process (W008,
+    a deployment check: a development server is one process)."""
     alias, path, problem = forged_counter_cache()
     if problem:
         warnings.append(checks.Warning(
-            f'The count of refused (forged or unsigned) webhook requests is kept in the "{alias}" '
+            f'The count of rejected (forged or unsigned) webhook requests is kept in the "{alias}" '
             f"cache, {path}, and {problem}.",
             hint="Make CACHES['default'] a cache every process shares (Redis, Memcached, the "
                  "database) to count them, or silence twilio_convlink.W008.",
@@ -457,7 +507,8 @@ def _scheme_and_host(url: Any) -> bool:
 @_registered()
 def check_media(errors: list, warnings: list) -> None:
     """Customers' files: the storage alias (E021), the media service URL (E022), the
-    numbers (E023), the retention (E024), the credentials (W012)."""
+    numbers (E023), the retention (E024), the credentials on a site whose API backend
+    calls Twilio (W012; ``check_media_credentials`` for the others)."""
     alias = convlink_settings.get("MEDIA_STORAGE")
     storages = getattr(settings, "STORAGES", {}) or {}
     # isinstance first: a list or dict given by mistake cannot be looked up (TypeError).
@@ -483,19 +534,37 @@ def check_media(errors: list, warnings: list) -> None:
         errors.append(_error(
             f'{SETTINGS_NAME}["MEDIA_RETENTION_DAYS"] must be None (keep files as long as the site does) '
             f"or a number of days above 0; not {days!r}.", SETTINGS_HINT, 24))
-    if convlink_settings.get("MEDIA_DOWNLOAD"):
-        # As media.fetch.credentials_for chooses: an API_KEY_SID wins over the auth
-        # token, so one set without its secret fails every download, token or not.
-        if convlink_settings.get("API_KEY_SID"):
-            missing = ("" if convlink_settings.get("API_KEY_SECRET")
-                       else "API_KEY_SID is set without API_KEY_SECRET")
-        else:
-            missing = ("" if convlink_settings.get("ACCOUNT_SID") and convlink_settings.get("AUTH_TOKEN")
-                       else "neither ACCOUNT_SID and AUTH_TOKEN nor an API key are set")
-        if missing:
-            warnings.append(checks.Warning(
-                f"MEDIA_DOWNLOAD is on without credentials for Twilio's media service ({missing}): "
-                "every customer file will fail to download, and stays only at Twilio.",
-                hint="Set ACCOUNT_SID and AUTH_TOKEN (or API_KEY_SID and API_KEY_SECRET), or set "
-                     "MEDIA_DOWNLOAD to False (in development without an account).",
-                id="twilio_convlink.W012"))
+    if _talks_to_twilio():
+        warnings.extend(_media_credentials())
+
+
+@_registered(deploy=True)
+def check_media_credentials(errors: list, warnings: list) -> None:
+    """W012 at ``check --deploy`` on a site whose API backend does not call Twilio (the
+    console or locmem backend of development and tests), which ``check_media`` leaves
+    quiet: files come only from a real account, but a deployed site must have the
+    credentials to fetch them."""
+    if not _talks_to_twilio():
+        warnings.extend(_media_credentials())
+
+
+def _media_credentials() -> list[checks.CheckMessage]:
+    """W012 when MEDIA_DOWNLOAD is on without credentials for the media service."""
+    if not convlink_settings.get("MEDIA_DOWNLOAD"):
+        return []
+    # As media.fetch.credentials_for chooses: an API_KEY_SID wins over the auth
+    # token, so one set without its secret fails every download, token or not.
+    if convlink_settings.get("API_KEY_SID"):
+        missing = ("" if convlink_settings.get("API_KEY_SECRET")
+                   else "API_KEY_SID is set without API_KEY_SECRET")
+    else:
+        missing = ("" if convlink_settings.get("ACCOUNT_SID") and convlink_settings.get("AUTH_TOKEN")
+                   else "neither ACCOUNT_SID and AUTH_TOKEN nor an API key are set")
+    if not missing:
+        return []
+    return [checks.Warning(
+        f"MEDIA_DOWNLOAD is on without credentials for Twilio's media service ({missing}): "
+        "every customer file will fail to download, and stays only at Twilio.",
+        hint="Set ACCOUNT_SID and AUTH_TOKEN (or API_KEY_SID and API_KEY_SECRET), or set "
+             "MEDIA_DOWNLOAD to False.",
+        id="twilio_convlink.W012")]

@@ -19,8 +19,9 @@ the alias (or fail to import, and take ``manage.py check`` with it).
 Without either framework (a plain install on Django 5.2) ``enqueue`` runs the
 function in the webhook's process right after its commit: what the ImmediateBackend,
 the default of both frameworks, would do. The default install must pass ``manage.py
-check``, so that is a warning (W007) suggesting a worker; a site whose settings
-expect a task backend that is not there gets error E010 instead.
+check`` quietly, so the advice to run a worker is a deployment check (W007, also for
+the immediate backend); a site whose settings expect a task backend that is not there
+gets error E010 instead.
 """
 
 from __future__ import annotations

@@ -87,13 +87,14 @@ def post_signed(client: Client, path: str, data: dict[str, str], *, secret: str 
     """POST ``data`` to ``path`` signed as Twilio signs it (for ``url``, by default the
     URL of the test request)."""
     url = url or f"{'https' if secure else 'http'}://testserver{path}"
-    secret = secret if secret is not None else _token()
+    secret = secret if secret is not None else signing_token()
     all_headers = {SIGNATURE_HEADER: signature(url, data, secret), **(headers or {})}
     return client.post(path, data=urlencode(data), content_type="application/x-www-form-urlencoded",
                        headers=all_headers, secure=secure, **extra)
 
 
-def _token() -> str:
+def signing_token() -> str:
+    """The token Twilio signs with: AUTH_TOKEN (the first of a list)."""
     token = convlink_settings.AUTH_TOKEN
     return token[0] if isinstance(token, list | tuple) else token
 
@@ -130,7 +131,7 @@ class WebhookSecurityTestCase(TestCase):
         return post_signed(client or Client(), self.webhook_path, data or sample_delivery(), **kwargs)
 
     def assertNothingStored(self) -> None:  # noqa: N802 (unittest style)
-        self.assertFalse(WebhookDelivery.objects.exists(), "a refused request was stored")
+        self.assertFalse(WebhookDelivery.objects.exists(), "a rejected request was stored")
 
     def test_good_signature(self) -> None:
         self.assertEqual(self.post().status_code, 200)
@@ -151,7 +152,7 @@ class WebhookSecurityTestCase(TestCase):
         forged = {**data, "Body": "Please refund me"}
         response = Client().post(self.webhook_path, data=urlencode(forged),
                                  content_type="application/x-www-form-urlencoded",
-                                 headers={SIGNATURE_HEADER: signature(url, data, _token())})
+                                 headers={SIGNATURE_HEADER: signature(url, data, signing_token())})
         self.assertEqual(response.status_code, 403)
         self.assertNothingStored()
 

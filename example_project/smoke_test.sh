@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end check of the example site, run by .ci/run: start it the way the README's
-# first command does (rundemo), post a signed sample webhook, and require that the
+# first command does (rundemo), post a signed sample webhook with the app's own
+# send_sample_webhook (over HTTP, --url), and require that the
 # conversation was stored and linked to the staying-now booking. A forged one must
 # get 403. Usage: smoke_test.sh [python]
 set -euo pipefail

@@ -235,7 +235,7 @@ def test_worker_dying_mid_delivery_leaves_a_delivery_to_replay(fault, tmp_path, 
         assert list(WebhookDelivery.objects.unfinished()) == [delivery]
     out = StringIO()
     call_command("replay_twilio_webhooks", *options, stdout=out)
-    assert "1 selected, 1 processed, 0 failed, 0 malformed." in out.getvalue()
+    assert "1 selected, 1 processed, 0 failed, 0 rejected or refused." in out.getvalue()
     assert message.count() == 1
     assert message.get().conversation_id == conversation.pk
     delivery.refresh_from_db()

@@ -4,18 +4,21 @@ import pytest
 from django.core.checks import run_checks
 from django.core.management import call_command
 
-
-def check_settings():
-    """What `manage.py check --tag twilio_convlink` reports: the app's checks, through Django's registry."""
-    return run_checks(tags=["twilio_convlink"])
+SDK = "django_twilio_convlink.api.SdkBackend"
 
 
-def ids(**changes) -> set[str]:
+def check_settings(deploy: bool = False):
+    """What `manage.py check --tag twilio_convlink` reports (with `--deploy`: with the
+    deployment checks too): the app's checks, through Django's registry."""
+    return run_checks(tags=["twilio_convlink"], include_deployment_checks=deploy)
+
+
+def ids(deploy: bool = False, **changes) -> set[str]:
     from django.conf import settings
     from django.test import override_settings
 
     with override_settings(TWILIO_CONVLINK={**settings.TWILIO_CONVLINK, **changes}):
-        return {message.id for message in check_settings()}
+        return {message.id for message in check_settings(deploy)}
 
 
 @pytest.fixture
@@ -58,7 +61,7 @@ def test_the_test_settings_are_clean(shared_cache):
     ({"AUTH_TOKNE": "typo"}, "twilio_convlink.W003"),
     ({"API_BACKEND": "no.such.Backend"}, "twilio_convlink.E011"),
     ({"TASK_BACKEND": "celery"}, "twilio_convlink.E012"),
-    ({"API_BACKEND": "django_twilio_convlink.api.SdkBackend", "ACCOUNT_SID": ""}, "twilio_convlink.W004"),
+    ({"API_BACKEND": SDK, "ACCOUNT_SID": ""}, "twilio_convlink.W004"),
     ({"MANAGER_PHONE": "+447911123456"}, "twilio_convlink.W005"),
     ({"ENQUEUE_IN_TRANSACTION": True}, "twilio_convlink.W006"),  # the default alias is immediate
     ({"ENQUEUE_IN_TRANSACTION": True, "TASK_BACKEND": "dummy"}, "twilio_convlink.W006"),
@@ -174,12 +177,36 @@ def no_tasks_framework(monkeypatch, settings):
         del settings.TASKS
 
 
-def test_no_tasks_framework_with_the_default_settings_is_a_warning(no_tasks_framework):
-    found = {m.id: m for m in check_settings()}
+def test_no_tasks_framework_with_the_default_settings_is_a_deployment_warning(no_tasks_framework):
+    assert not {"twilio_convlink.E010", "twilio_convlink.W007"} & ids()
+    found = {m.id: m for m in check_settings(deploy=True)}
     assert "twilio_convlink.E010" not in found
     warning = found["twilio_convlink.W007"]
-    assert "in the webhook's process" in warning.msg
+    assert warning.msg.startswith("No tasks framework: the group chat forwards run in the webhook's process")
     assert "django-twilio-convlink[tasks]" in warning.hint
+
+
+def test_the_immediate_task_backend_is_a_deployment_warning():
+    # The test site's "default" alias is the immediate backend, Django's default TASKS.
+    assert "twilio_convlink.W007" not in ids()
+    [warning] = [m for m in check_settings(deploy=True) if m.id == "twilio_convlink.W007"]
+    assert warning.msg.startswith('The task backend "default" is the immediate one (')
+    assert "in the webhook's process" in warning.msg
+    assert "TASKS['default']" in warning.hint and "django-twilio-convlink[rq]" in warning.hint
+
+
+@pytest.mark.parametrize("changes", [
+    {"TASK_BACKEND": "database"},  # a worker runs them
+    {"GROUP_CHAT": False, "MEDIA_DOWNLOAD": False},  # no Twilio calls to make
+])
+def test_a_worker_or_no_work_is_quiet_at_deploy(changes):
+    assert "twilio_convlink.W007" not in ids(deploy=True, **changes)
+
+
+def test_the_media_downloads_alone_are_work_for_a_worker(settings):
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "GROUP_CHAT": False, "MEDIA_DOWNLOAD": True}
+    [warning] = [m for m in check_settings(deploy=True) if m.id == "twilio_convlink.W007"]
+    assert ": the downloads of customers' files run in the webhook's process" in warning.msg
 
 
 @pytest.mark.parametrize("changes", [
@@ -198,15 +225,16 @@ def test_no_tasks_framework_with_a_tasks_setting_is_E010(no_tasks_framework, set
     ("django.core.cache.backends.locmem.LocMemCache", "per process"),
     ("django.core.cache.backends.dummy.DummyCache", "stores nothing"),
 ])
-def test_a_default_cache_that_cannot_count_forged_requests_is_warned(settings, backend, why):
+def test_a_default_cache_that_cannot_count_forged_requests_is_a_deployment_warning(settings, backend, why):
     settings.CACHES = {"default": {"BACKEND": backend}}
-    [warning] = [m for m in check_settings() if m.id == "twilio_convlink.W008"]
+    assert "twilio_convlink.W008" not in ids()
+    [warning] = [m for m in check_settings(deploy=True) if m.id == "twilio_convlink.W008"]
     assert backend in warning.msg and why in warning.msg
     assert "CACHES" in warning.hint
 
 
 def test_a_shared_default_cache_is_quiet(shared_cache):
-    assert "twilio_convlink.W008" not in ids()
+    assert "twilio_convlink.W008" not in ids(deploy=True)
 
 
 def test_the_tags_select_the_checks(settings):
@@ -357,9 +385,11 @@ def test_a_keyword_setting_that_is_no_list_is_only_E020(changes):
     ({"MEDIA_RETRY_DELAY": True}, "twilio_convlink.E023"),
     ({"MEDIA_RETENTION_DAYS": 0}, "twilio_convlink.E024"),
     ({"MEDIA_RETENTION_DAYS": "90"}, "twilio_convlink.E024"),
-    ({"MEDIA_DOWNLOAD": True, "ACCOUNT_SID": ""}, "twilio_convlink.W012"),
+    ({"MEDIA_DOWNLOAD": True, "ACCOUNT_SID": "", "GROUP_CHAT": False, "API_BACKEND": SDK},
+     "twilio_convlink.W012"),
     # The key wins over the token (media.fetch.credentials_for): half a key fails every file.
-    ({"MEDIA_DOWNLOAD": True, "API_KEY_SID": "SK" + "1" * 32, "API_KEY_SECRET": ""}, "twilio_convlink.W012"),
+    ({"MEDIA_DOWNLOAD": True, "API_KEY_SID": "SK" + "1" * 32, "API_KEY_SECRET": "", "API_BACKEND": SDK},
+     "twilio_convlink.W012"),
 ])
 def test_each_media_mistake_has_its_id(shared_cache, changes, expected):
     assert ids(**changes) == {expected}
@@ -399,5 +429,21 @@ def test_booking_search_fields_of_text_fields_are_quiet(shared_cache):
 ])
 def test_w012_says_which_credentials_are_missing(shared_cache, settings, changes, missing):
     settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "MEDIA_DOWNLOAD": True, **changes}
-    [warning] = [m for m in check_settings() if m.id == "twilio_convlink.W012"]
+    [warning] = [m for m in check_settings(deploy=True) if m.id == "twilio_convlink.W012"]
     assert missing in warning.msg
+
+
+@pytest.mark.parametrize(("backend", "on_check"), [
+    (SDK, True),  # the site calls Twilio: its files will come, and fail
+    ("django_twilio_convlink.api.ConsoleBackend", False),  # development without an account
+    ("django_twilio_convlink.api.LocmemBackend", False),  # tests
+])
+def test_w012_waits_for_deploy_on_a_site_that_does_not_call_twilio(shared_cache, settings, backend, on_check):
+    site = {"API_BACKEND": backend, "MEDIA_DOWNLOAD": True, "ACCOUNT_SID": "", "GROUP_CHAT": False}
+    assert ("twilio_convlink.W012" in ids(**site)) is on_check
+    # Once at check --deploy either way: it runs the plain checks too.
+    from django.test import override_settings
+
+    with override_settings(TWILIO_CONVLINK={**settings.TWILIO_CONVLINK, **site}):
+        found = [m.id for m in check_settings(deploy=True) if m.id == "twilio_convlink.W012"]
+    assert found == ["twilio_convlink.W012"]

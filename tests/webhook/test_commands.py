@@ -162,10 +162,18 @@ def shared_cache(settings, tmp_path):
 
 
 def test_detailed_status_names_webhook_url(settings, shared_cache):
-    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "WEBHOOK_URL": "https://x.example/t/"}
+    # A worker (the database queue) and a shared cache: no deployment check has advice either.
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "WEBHOOK_URL": "https://x.example/t/",
+                                "TASK_BACKEND": "database"}
     out = run("check_twilio_status", "--detailed")
     assert "validated against WEBHOOK_URL: https://x.example/t/" in out
     assert "No problems found." in out
+
+
+def test_the_status_reports_the_deployment_checks_too(settings, shared_cache):
+    # The test site's tasks run on the immediate backend: check --deploy advice (W007).
+    out = run("check_twilio_status", "--detailed")
+    assert "twilio_convlink.W007: The task backend \"default\" is the immediate one" in out
 
 
 def test_rebuild_booking_phones_command(booking):
@@ -330,8 +338,8 @@ def line_of(out: str, start: str) -> str:
 
 def test_forged_count_names_its_shared_cache(shared_cache):
     forged(5)
-    line = line_of(run("check_twilio_status", "--detailed"), "Forged or unsigned requests refused today")
-    assert line == ('Forged or unsigned requests refused today: 5 (counted in the "default" cache, '
+    line = line_of(run("check_twilio_status", "--detailed"), "Forged or unsigned requests rejected today")
+    assert line == ('Forged or unsigned requests rejected today: 5 (counted in the "default" cache, '
                     "django.core.cache.backends.filebased.FileBasedCache)")
 
 
@@ -344,7 +352,7 @@ def test_forged_count_warns_when_its_cache_cannot_be_trusted(settings, backend, 
     # another process, which a per-process cache shows none of them.
     settings.CACHES = {"default": {"BACKEND": backend}}
     out = run("check_twilio_status", "--detailed")
-    line = line_of(out, "Forged or unsigned requests refused today")
+    line = line_of(out, "Forged or unsigned requests rejected today")
     assert f'counted in the "default" cache, {backend}' in line
     assert why in line and "not to be trusted" in line
     assert "twilio_convlink.W008" in out
@@ -421,23 +429,31 @@ def fake_site():
     server.server_close()
 
 
-@pytest.mark.parametrize(("phone", "apartment"), [
-    ("+14155550142", "Harbor View 4B"),  # Alice, staying now (her older stay is elsewhere)
-    ("+12125550199", "Garden Loft 2A"),  # Ben, upcoming
-    ("+16465550123", "Sunset Studio 7"),  # Chloe, past
-    ("+15550001111", "my apartment"),  # nobody in the demo data
-])
-def test_each_demo_tenant_writes_about_their_own_apartment(tmp_path, fake_site, phone, apartment):
+def test_each_demo_tenant_writes_about_their_own_apartment(tmp_path, fake_site):
+    # The app's send_sample_webhook names the apartment of the booking the phone links to.
     url, forms = fake_site
-    command = [sys.executable, "manage.py", "send_sample_webhook", "--from", phone, "--url", url]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=EXAMPLE, env=example_env(tmp_path),
-                            timeout=120)
-    assert result.returncode == 0, result.stderr
-    [form] = forms
-    assert form["Author"] == phone
-    assert apartment in form["Body"]
-    if apartment != "Harbor View 4B":
-        assert "4B" not in form["Body"]
+    env = example_env(tmp_path)
+
+    def manage(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "manage.py", *args], capture_output=True, text=True,
+                              cwd=EXAMPLE, env=env, timeout=120)
+
+    for setup in (["migrate", "-v0"], ["load_demo_data"]):
+        assert manage(*setup).returncode == 0
+    for phone, apartment in [
+        ("+14155550142", "Harbor View 4B"),  # Alice, staying now (her older stay is elsewhere)
+        ("+12125550199", "Garden Loft 2A"),  # Ben, upcoming
+        ("+16465550123", "Sunset Studio 7"),  # Chloe, past
+        ("+15550001111", "my apartment"),  # nobody in the demo data
+    ]:
+        result = manage("send_sample_webhook", "--from", phone, "--url", url)
+        assert result.returncode == 0, result.stderr
+        *_, conversation_added, message_added = forms
+        assert conversation_added["MessagingBinding.Address"] == message_added["Author"] == phone
+        assert message_added["Body"] == f"Hi, the heater in {apartment} is not working"
+        # The fake server stored nothing in this database: the command says where it went.
+        assert result.stdout.splitlines()[-1] == (
+            f"Conversation {message_added['ConversationSid']} stored by the server at {url}.")
 
 
 # --- Delivery receipts, opt-outs and receipts waiting for their message -----------------

@@ -26,14 +26,21 @@ django_5_2 = pytest.mark.skipif(
     django.VERSION >= (6, 0), reason="Django 6.0+ has django.tasks built in: it cannot be missing")
 
 
-def test_the_classifiers_name_every_django_that_tox_tests():
+def test_the_metadata_names_every_django_and_python_that_tox_tests():
     tox = configparser.ConfigParser()
     tox.read(ROOT / "tox.ini")
-    tested = {f"{major}.{minor}" for major, minor in re.findall(r"django(\d)(\d+)", tox["tox"]["envlist"])}
+    envlist = tox["tox"]["envlist"]
+    djangos = {f"{major}.{minor}" for major, minor in re.findall(r"django(\d)(\d+)", envlist)}
+    pythons = sorted({int(minor) for minor in re.findall(r"py3(\d+)", envlist)})
     setup = configparser.ConfigParser()
     setup.read(ROOT / "setup.cfg")
-    classifiers = setup["metadata"]["classifiers"].split("\n")
-    assert tested and {f"Framework :: Django :: {version}" for version in tested} <= set(classifiers)
+    classifiers = set(setup["metadata"]["classifiers"].split("\n"))
+    assert djangos and {f"Framework :: Django :: {version}" for version in djangos} <= classifiers
+    assert pythons and {f"Programming Language :: Python :: 3.{minor}" for minor in pythons} <= classifiers
+    # python_requires starts at the oldest Python tested.
+    assert setup["options"]["python_requires"] == f">=3.{pythons[0]}"
+    urls = setup["metadata"]["project_urls"]
+    assert all(f"{name} = https://" in urls for name in ("Documentation", "Changelog", "Source"))
 
 WITHOUT_TASKS = """
 import sys
@@ -70,10 +77,14 @@ def manage(*args: str, **changes) -> subprocess.CompletedProcess:
 
 
 @django_5_2
-def test_check_passes_with_a_warning_suggesting_a_worker():
+def test_check_passes_and_only_check_deploy_suggests_a_worker():
     result = manage("check")
     assert result.returncode == 0, result.stderr
-    assert "twilio_convlink.W007" in result.stderr
+    assert "twilio_convlink.W007" not in result.stderr
+    assert "twilio_convlink.E010" not in result.stderr
+    result = manage("check", "--deploy")
+    assert result.returncode == 0, result.stderr
+    assert "twilio_convlink.W007" in result.stderr and "No tasks framework" in result.stderr
     assert "twilio_convlink.E010" not in result.stderr
 
 

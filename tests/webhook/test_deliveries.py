@@ -354,8 +354,9 @@ def test_replay_reports_an_edited_row_and_goes_on(edited):
     broken.save()
     out, err = StringIO(), StringIO()
     call_command("replay_twilio_webhooks", "--failed", stdout=out, stderr=err)
-    assert "2 selected, 1 processed, 0 failed, 1 malformed" in out.getvalue()
-    assert f"Delivery {broken.pk} is malformed" in err.getvalue() and "'Body' is not text" in err.getvalue()
+    assert "2 selected, 1 processed, 0 failed, 1 rejected or refused" in out.getvalue()
+    assert f"Delivery {broken.pk} was rejected or refused again" in err.getvalue()
+    assert "'Body' is not text" in err.getvalue()
     assert WebhookDelivery.objects.get(idempotency_token="intact").status == "processed"
 
 
@@ -365,7 +366,7 @@ def test_replay_reports_params_that_are_not_a_mapping():
     WebhookDelivery.objects.update(params=["not", "a", "form"])
     out = StringIO()
     call_command("replay_twilio_webhooks", "--failed", stdout=out, stderr=StringIO())
-    assert "1 malformed" in out.getvalue()
+    assert "1 rejected or refused" in out.getvalue()
 
 
 def test_admin_lists_unfinished_deliveries(admin_client):

@@ -147,7 +147,7 @@ def test_known_message_under_an_unknown_conversation_is_a_400_not_a_retry_loop(
     out = StringIO()
     call_command("replay_twilio_webhooks", str(WebhookDelivery.objects.order_by("pk").last().pk),
                  stdout=out, stderr=StringIO())
-    assert "0 failed, 1 malformed" in out.getvalue()
+    assert "0 failed, 1 rejected or refused" in out.getvalue()
 
 
 def test_upgraded_sites_record_the_accounts_of_older_conversations(twilio_client, subaccount):
@@ -332,7 +332,7 @@ def test_a_shared_key_speaks_for_the_main_account(subaccount, shared_key, main_m
     out = StringIO()
     refused = WebhookDelivery.objects.get(message_sid=intruder["MessageSid"])
     call_command("replay_twilio_webhooks", str(refused.pk), stdout=out, stderr=StringIO())
-    assert "1 malformed" in out.getvalue()
+    assert "1 rejected or refused" in out.getvalue()
     assert ChatMessage.objects.filter(message_sid=intruder["MessageSid"]).count() == 0
 
 

@@ -92,12 +92,12 @@ class Command(BaseCommand):
             self.write_details(Conversation, limit)
 
     def forged_line(self) -> str:
-        # The view counts refusals in the default cache (signature.count_forged): say
+        # The view counts rejections in the default cache (signature.count_forged): say
         # which, and when this process cannot see the web server's count (W008).
         from ...checks import forged_counter_cache
 
         alias, backend, problem = forged_counter_cache()
-        line = (f"Forged or unsigned requests refused today: {forged_today()} "
+        line = (f"Forged or unsigned requests rejected today: {forged_today()} "
                 f'(counted in the "{alias}" cache, {backend})')
         return f"{line}; not to be trusted: {problem}" if problem else line
 
@@ -263,7 +263,9 @@ class Command(BaseCommand):
         write("=== Settings ===")
         from ...checks import TAG
 
-        problems = [m for m in checks.run_checks(tags=[TAG])
+        # With the deployment checks (W007, W008, ...): this command reports on a site
+        # that is running, where production advice is what matters.
+        problems = [m for m in checks.run_checks(tags=[TAG], include_deployment_checks=True)
                     if m.level >= checks.WARNING and not m.is_silenced()]
         for message in problems:
             write(f"{message.id}: {message.msg}" + (f" HINT: {message.hint}" if message.hint else ""))

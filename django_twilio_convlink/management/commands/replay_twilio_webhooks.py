@@ -70,11 +70,13 @@ class Command(BaseCommand):
         for pk, error in report.failed:
             self.stderr.write(f"Delivery {pk} failed again: {error}")
         for pk, error in report.rejected:
-            self.stderr.write(f"Delivery {pk} is malformed and cannot be replayed: {error}")
+            # Malformed or contradicting what is stored (status rejected), or another
+            # account's (refused): the error says which; replaying again changes nothing.
+            self.stderr.write(f"Delivery {pk} was rejected or refused again: {error}")
         prefix = "[dry run] " if dry_run else ""
         self.stdout.write(f"{prefix}{len(deliveries)} selected, {len(report.processed)} "
                           f"{'ok' if dry_run else 'processed'}, {len(report.failed)} failed, "
-                          f"{len(report.rejected)} malformed.")
+                          f"{len(report.rejected)} rejected or refused.")
         if report.failed:
             raise CommandError(f"{len(report.failed)} deliver{'y' if len(report.failed) == 1 else 'ies'} "
                                "failed again.")

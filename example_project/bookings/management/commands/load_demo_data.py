@@ -5,8 +5,8 @@
 Dates are relative to today, so a rerun on a later day moves the stays back to
 "staying now", "upcoming" and "past". Alice's phone is the customer author of the
 sample webhook (+14155550142), typed the way a person would: "(415) 555-0142".
-Each tenant's sample message (``tenant_report``, send_sample_webhook's default text)
-is about the apartment of their own stay.
+send_sample_webhook's default text is about the apartment of the stay the app links
+the sender to, so each tenant reports a problem in their own.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from django.db import transaction
 from django.utils import timezone
 
 from bookings.models import Apartment, Booking, Tenant
-from django_twilio_convlink.phones import normalize_phone
 
 APARTMENTS = {
     "Harbor View 4B": "12 Harbor Street, Apt 4B, San Francisco, CA",
@@ -41,20 +40,6 @@ BOOKINGS = [
     ("Ben Carter", "Garden Loft 2A", 10, 17),  # upcoming
     ("Chloe Nguyen", "Sunset Studio 7", -20, -13),  # past
 ]
-
-
-def tenant_report(phone: str) -> str:
-    """What the demo tenant with ``phone`` (any format) reports: a problem in the
-    apartment of the stay the app links them to (the current one, else the next,
-    else the latest); a stranger to the demo data reports one in "my apartment"."""
-    names = {normalize_phone(tenant_phone): name for name, tenant_phone in TENANTS.items()}
-    stays = [(apartment, start, end) for tenant, apartment, start, end in BOOKINGS
-             if tenant == names.get(normalize_phone(phone))]
-    current = [stay for stay in stays if stay[1] <= 0 <= stay[2]]
-    upcoming = sorted((stay for stay in stays if stay[1] > 0), key=lambda stay: stay[1])
-    past = sorted((stay for stay in stays if stay[2] < 0), key=lambda stay: -stay[2])
-    nearest = (current + upcoming + past)[:1]
-    return f"Hi, the heater in {nearest[0][0] if nearest else 'my apartment'} is not working"
 
 
 class Command(BaseCommand):

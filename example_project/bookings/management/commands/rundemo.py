@@ -3,8 +3,9 @@
     python manage.py rundemo                 # http://127.0.0.1:8000/
     python manage.py rundemo 127.0.0.1:8765
 
-Then, in another terminal, the command it prints (send_sample_webhook), which works
-from the folder rundemo ran in.
+Then, in another terminal, the command it prints (the app's send_sample_webhook, with
+--url so that the running server takes the delivery and its console logs it), which
+works from the folder rundemo ran in.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.urls import reverse
-
-from .send_sample_webhook import DEFAULT_URL
 
 DEFAULT_ADDRPORT = "127.0.0.1:8000"
 DEMO_USERNAME = DEMO_PASSWORD = "admin"
@@ -82,10 +81,7 @@ class Command(BaseCommand):
 
         origin = browser_origin(addrport)
         webhook_url = origin + reverse("twilio_convlink:webhook")
-        send_args = ["send_sample_webhook"]
-        if webhook_url != DEFAULT_URL:
-            send_args += ["--url", webhook_url]
-        send = manage_py_command(*send_args)
+        send = manage_py_command("send_sample_webhook", "--url", webhook_url)
         self.stdout.write(
             "\n"
             f"Admin:   {origin}{reverse('admin:index')}  (user {DEMO_USERNAME}, password "
