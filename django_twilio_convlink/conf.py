@@ -112,7 +112,7 @@ class ConvlinkSettings:
         if name in REQUIRED and not value:
             raise ImproperlyConfigured(
                 f'Set {SETTINGS_NAME}["{name}"] in your settings '
-                "(see the settings table in django-twilio-convlink's README)."
+                "(see the settings reference in django-twilio-convlink's documentation)."
             )
         return value
 

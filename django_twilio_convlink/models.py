@@ -102,6 +102,19 @@ class ChangedFieldsModel(models.Model):
 
 
 class AbstractTwilioConversation(ChangedFieldsModel):
+    """One Twilio conversation, as the site's concrete model (``CONVERSATION_MODEL``)
+    inherits it, the way a site subclasses ``AbstractUser``.
+
+    Keyed by ``conversation_sid``; ``customer_phone`` (E.164) is the phone the
+    booking lookup ran for, ``booking`` and ``apartment`` the link
+    (``related_name="twilio_conversations"``) and ``link_method`` how it was made
+    (``automatic``, ``retroactive``, ``manual`` or blank). A group chat the app made is
+    a row of its own (``is_group_chat``), pointed to by its customer's
+    conversation's ``group_chat``. ``save()`` writes only the fields changed on the
+    instance (``ChangedFieldsModel``), so an instance a signal hands out is safe to
+    keep and save.
+    """
+
     conversation_sid = models.CharField(_("conversation SID"), max_length=34, unique=True)
     # Twilio allows 256 characters in both.
     friendly_name = models.CharField(_("friendly name"), max_length=256, blank=True)
@@ -191,6 +204,17 @@ class AbstractTwilioConversation(ChangedFieldsModel):
 
 
 class AbstractTwilioMessage(ChangedFieldsModel):
+    """One message of a conversation, as the site's concrete model (``MESSAGE_MODEL``)
+    inherits it.
+
+    Keyed by ``message_sid``; ``direction`` is ``inbound`` or ``outbound`` by its
+    author against the system phones and identities. The ``forward_*`` fields are the
+    group chat's (a customer's inbound message), the ``delivery_*`` fields the
+    delivery receipts' summary; ``media`` holds Twilio's descriptors of the files it
+    carried. Removed messages keep their row and body (``date_removed``,
+    ``is_removed``).
+    """
+
     message_sid = models.CharField(_("message SID"), max_length=34, unique=True)
     conversation = models.ForeignKey(
         convlink_settings.CONVERSATION_MODEL, verbose_name=_("conversation"),

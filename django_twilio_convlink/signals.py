@@ -52,7 +52,7 @@ rolled back by then.
 
 Django signals are at most once: a process that dies between the commit and the
 callback never sends. A site that must not miss a message pairs its receiver with a
-periodic sweep over the rows (README.rst, "Signals").
+periodic sweep over the rows (the documentation's Signals page, "At most once").
 """
 
 from __future__ import annotations
@@ -70,15 +70,49 @@ HISTORY = "sync"
 
 logger = logging.getLogger(__name__)
 
+#: A new message row was stored, inbound or outbound (check ``message.direction``; a
+#: message whose first news was its removal arrives with ``message.is_removed``).
+#: Sender: the concrete message model; arguments ``message``, ``conversation``,
+#: ``origin``. A customer's message is announced before its group chat copy.
 message_received = Signal()
+#: An ``onMessageUpdated`` changed a stored message (a redelivered or older update
+#: sends nothing). Sender: the concrete message model; ``message``,
+#: ``conversation``, ``origin``.
 message_updated = Signal()
+#: An ``onMessageRemoved`` marked a stored message removed (the row and its body are
+#: kept). Sender: the concrete message model; ``message``, ``conversation``,
+#: ``origin``.
 message_removed = Signal()
+#: Conversations got a booking, by any path. Sender: the concrete conversation model;
+#: ``conversation_pks`` (a list), ``booking_pk``, ``apartment_pk``, ``method``:
+#: ``"automatic"`` (the customer's first message found it), ``"retroactive"`` (a
+#: booking or tenant saved later, ``update_conversation_links``, the admin's relink
+#: action) or ``"manual"`` (a person chose it in the admin; code that sets a link with
+#: ``linking.link_manually`` calls ``linking.manual_link_saved(conversation)`` after
+#: saving). The admin announces a manual link when the booking changes, not when only
+#: the apartment does. One signal per booking: relinking 100,000 conversations sends
+#: one per booking, and costs a query only while a receiver is connected.
 conversation_linked = Signal()
+#: Every signed delivery processed, including the event types the app does not store
+#: (``onParticipantAdded``, ...). Sender: ``WebhookDelivery``; ``delivery``,
+#: ``event_type``, ``params`` (the delivery's form, as Twilio sent it).
 event_received = Signal()
+#: Processing a delivery raised (the webhook's 500, a failed replay); the delivery row
+#: holds the error and nothing of the event was written. Sender: ``WebhookDelivery``;
+#: ``delivery``, ``exception``.
 delivery_failed = Signal()
+#: A delivery receipt changed the message's summary ``status`` or ``error_code`` (a
+#: receipt that changes neither sends nothing). Sender: the concrete message model;
+#: ``message``, ``status``, ``error_code``, ``origin``.
 message_status_changed = Signal()
+#: A phone opted out. Sender: ``OptOut``; ``phone`` (E.164), ``how`` (``"keyword"``,
+#: ``"error"`` or ``"admin"``), ``origin``.
 customer_opted_out = Signal()
+#: A phone opted back in. Sender: ``OptOut``; ``phone``, ``how``, ``origin``.
 customer_opted_in = Signal()
+#: A file a message carried is in the site's storage, once per file whatever runs the
+#: download. Sender: ``StoredMedia``; ``media`` (its ``StoredMedia`` row),
+#: ``message`` (the message that carried it, None if that row is gone).
 media_stored = Signal()
 
 

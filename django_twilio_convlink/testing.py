@@ -77,6 +77,9 @@ def sample_delivery(**overrides: str) -> dict[str, str]:
 
 
 def signature(url: str, data: dict[str, str], secret: str, algorithm: str | None = None) -> str:
+    """The ``X-Twilio-Signature`` Twilio would send for ``data`` posted to ``url``,
+    computed by the SDK's ``RequestValidator`` with ``secret`` (an auth token or a
+    shared key, with its ``algorithm``)."""
     options = {"algorithm": algorithm} if algorithm else {}
     return RequestValidator(secret).compute_signature(url, data, **options)
 

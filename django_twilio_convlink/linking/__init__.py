@@ -9,7 +9,7 @@ Read in this order:
   the ``conversation_linked`` signal each way sends;
 * ``batch``: ``update_conversation_links``, the relink of any number of conversations.
 
-The names below are the public API (README "Public functions"); the modules' other names
+The names below are the public API (docs/api.rst, "Storing and linking"); the modules' other names
 may change between releases.
 """
 

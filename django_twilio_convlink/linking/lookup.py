@@ -132,7 +132,7 @@ def get_booking_from_phone(phone: str | None) -> models.Model | None:
 
     ``phone`` may be in any format the site or Twilio uses ("(561) 555-0123",
     "whatsapp:+15615550123"); it is normalized to E.164 first. The choice rule is
-    documented in ``best_first`` and in the README.
+    documented in ``best_first`` and in docs/linking.rst.
     """
     normalized = normalize_phone(phone)
     return None if normalized is None else find_booking(normalized, whole=True)

@@ -138,7 +138,7 @@ TWILIO_CONVLINK = {
 }
 
 # Group chat work runs as tasks. The default ImmediateBackend runs them right after
-# the webhook's commit, in the request; see the README for running them on a worker.
+# the webhook's commit, in the request; see docs/worker.rst for running them on a worker.
 TASKS = {"default": {"BACKEND": env.str(
     "TASKS_BACKEND",
     default="django.tasks.backends.immediate.ImmediateBackend" if _has_django_tasks()

@@ -314,7 +314,7 @@ def shared_key(settings, subaccount):
 
 
 def test_a_shared_key_speaks_for_the_main_account(subaccount, shared_key, main_message):
-    """As README.rst says: a delivery signed with a shared key counts as the main
+    """As docs/operating.rst says: a delivery signed with a shared key counts as the main
     account's, whatever AccountSid it names."""
     theirs = payload(FIRST, AccountSid=SUBACCOUNT, ConversationSid=sid("CH"))
     assert subaccount.webhook(theirs).status_code == 200

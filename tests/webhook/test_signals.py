@@ -217,7 +217,7 @@ def test_a_batch_announcement_costs_one_select_whatever_the_conversations(linked
 @pytest.fixture
 def saving_receiver():
     """A site's receiver that marks a field of its own and saves the instances it got,
-    as README.rst suggests."""
+    as the documentation suggests (docs/signals.rst)."""
     def mark(sender, message, conversation, **kwargs):
         message.notified = True
         message.save()
