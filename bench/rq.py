@@ -1,5 +1,7 @@
 """The worker tier on RQ: group chat forwards a second with 1 and 2 ``rqworker``
-processes, and the time from the webhook's answer to the copy's post at Twilio.
+processes, and the time from the webhook's answer to the copy's post at Twilio; and
+the webhook's own answer time with the group chat's Twilio calls in the request
+(django-tasks' immediate backend) against only queueing them on RQ.
 
 Customers' first messages are posted through Django's test client (each makes a group
 chat: two Twilio calls, creation and post) with the group chat's work sent to RQ on
@@ -64,7 +66,55 @@ def run(quick: bool) -> list[Row]:
                     percentile(latencies, 99), "ms"),
             ]
         queue.empty()
+        rows += answer_times(twilio, messages, queue)
     return rows
+
+
+# What one call to Twilio's API takes from a site's server, assumed for the row that
+# says what the immediate backend costs a webhook in production (loopback takes < 1 ms).
+TWILIO_CALL_SECONDS = 0.15
+
+
+def answer_times(twilio, messages: int, queue) -> list[Row]:
+    """How long the webhook takes to answer a customer's first message when the group
+    chat's two Twilio calls run in the request (django-tasks' immediate backend, the
+    default; with the stand-in answering at once, and after TWILIO_CALL_SECONDS as a
+    real API would) and when they are only queued on RQ (no worker running meanwhile)."""
+    rows: list[Row] = []
+    for backend, latency, digit, label in (
+            ("default", 0.0, 7, "immediate backend, Twilio calls in the request, stand-in on loopback"),
+            ("default", TWILIO_CALL_SECONDS, 6, f"immediate backend, Twilio calls of "
+                                                f"{TWILIO_CALL_SECONDS * 1000:.0f} ms in the request"),
+            ("rq", 0.0, 8, "RQ backend, queued")):
+        twilio.latency = latency
+        made = sum(twilio.created.values())
+        count = messages if not latency else min(messages, 60)
+        # The immediate backend serves the default queue only (the RQ settings name "convlink").
+        queue_name = "default" if backend == "default" else settings.TWILIO_CONVLINK["TASK_QUEUE"]
+        with override_settings(TWILIO_CONVLINK={**settings.TWILIO_CONVLINK, "TASK_BACKEND": backend,
+                                                "TASK_QUEUE": queue_name}):
+            times = timed_posts(count, digit=digit)
+        twilio.latency = 0.0
+        if backend == "default" and sum(twilio.created.values()) - made != count:
+            raise RuntimeError("the immediate backend did not make the group chats in the request")
+        queue.empty()
+        rows += [Row(SECTION, f"webhook answer, median, {label}", statistics.median(times), "ms"),
+                 Row(SECTION, f"webhook answer, p99, {label}", percentile(times, 99), "ms")]
+    return rows
+
+
+def timed_posts(messages: int, *, digit: int) -> list[float]:
+    client = Client()
+    times = []
+    for n in range(messages):
+        data = payload("onMessageAdded_sms_from_customer", ConversationSid=sid("CH"),
+                       Author=f"+1415{digit}66{n:04d}", Body=f"bench answer {digit} {n}", Index="0")
+        started = time.perf_counter()
+        response = post_signed(client, WEBHOOK, data)
+        times.append((time.perf_counter() - started) * 1000)
+        if response.status_code != 200:
+            raise RuntimeError(f"the webhook answered {response.status_code}: {response.content!r}")
+    return times
 
 
 def forward(twilio, messages: int, *, label: str) -> tuple[float, list[float]]:

@@ -50,6 +50,9 @@ class FakeTwilio(ThreadingHTTPServer):
         self.fetches = 0
         self.listings = 0
         self.unexpected: list[str] = []
+        # Seconds each answer waits, as Twilio's API over the internet does (a benchmark
+        # of the webhook with the Twilio calls in the request sets it).
+        self.latency = 0.0
         self.auth = "Basic " + base64.b64encode(f"{ACCOUNT_SID}:{settings.AUTH_TOKEN}".encode()).decode()
 
     @property
@@ -181,6 +184,8 @@ class FakeTwilioHandler(BaseHTTPRequestHandler):
         return self.headers.get("Authorization") == self.server.auth
 
     def answer(self, status: int, body: dict) -> None:
+        if self.server.latency:
+            time.sleep(self.server.latency)
         send_json(self, status, body)
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
