@@ -386,6 +386,17 @@ def get_api_backend() -> BaseApiBackend:
     return _backend(convlink_settings.API_BACKEND)
 
 
+def calls_twilio() -> bool:
+    """Whether API_BACKEND is the SDK's (or a subclass of it): the site calls Twilio,
+    rather than printing the calls (ConsoleBackend, development) or keeping them
+    (LocmemBackend, tests). False too for a path that does not import (check E011)."""
+    try:
+        backend = import_string(convlink_settings.get("API_BACKEND", ""))
+    except ImportError:
+        return False
+    return isinstance(backend, type) and issubclass(backend, SdkBackend)
+
+
 @receiver(setting_changed)
 def _drop_clients(*, setting: str, **kwargs: Any) -> None:
     # New credentials or API_BASE_URL in a test must reach a new SDK client.

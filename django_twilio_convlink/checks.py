@@ -6,9 +6,10 @@ No check touches the database: a fresh ``migrate`` must never trip over them.
 
 Advice that only matters in production (a worker for the Twilio calls, W007; a cache
 every process shares, W008; the media service's credentials on a site that does not
-talk to Twilio yet, W012) is a deployment check, shown by ``manage.py check --deploy``
-as Django's own production advice is: a fresh site that followed the Quickstart must
-get no warning on ``check`` (issue #22).
+talk to Twilio yet, W012; an API backend that does not call Twilio, W013; a token that
+is no Twilio auth token, W014) is a deployment check, shown by ``manage.py check
+--deploy`` as Django's own production advice is: a fresh site that followed the
+Quickstart must get no warning on ``check``.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ from django.core import checks
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import models
 
-from .api import SdkBackend
+from .api import calls_twilio
 from .conf import DEFAULTS, SETTINGS_NAME, TWILIO_OPT_IN_KEYWORDS, TWILIO_OPT_OUT_KEYWORDS, convlink_settings
 from .events import ACCOUNT_SID
 from .phones import normalize_phone
 
-SETTINGS_HINT = f"Set it in settings.{SETTINGS_NAME}; see the settings table in the README."
+SETTINGS_HINT = f"Set it in settings.{SETTINGS_NAME}; see the settings reference in the documentation."
 
 
 def _error(msg: str, hint: str, id: int) -> checks.Error:
@@ -256,7 +257,7 @@ def check_group_chat(errors: list, warnings: list) -> None:
                     f'{SETTINGS_NAME}["TASK_QUEUE"] = {queue!r} is not among the QUEUES of the '
                     f'"{alias}" task backend: every enqueue would fail.',
                     f"Use one of {sorted(queues)} or add it to settings.TASKS[{alias!r}]['QUEUES'].", 13))
-    if _talks_to_twilio():
+    if calls_twilio():
         has_key = convlink_settings.get("API_KEY_SID") and convlink_settings.get("API_KEY_SECRET")
         if not convlink_settings.get("ACCOUNT_SID") or not (has_key or convlink_settings.get("AUTH_TOKEN")):
             warnings.append(checks.Warning(
@@ -272,19 +273,6 @@ def check_group_chat(errors: list, warnings: list) -> None:
                 f'{SETTINGS_NAME}["{key}"] is {phone}: group MMS serves +1 numbers only.',
                 hint="Use a US or Canadian number, or set GROUP_CHAT to False.",
                 id="twilio_convlink.W005"))
-
-
-def _talks_to_twilio() -> bool:
-    """The API backend is the SDK's (or a subclass of it): the site calls Twilio, rather
-    than printing the calls (ConsoleBackend, development) or keeping them (LocmemBackend,
-    tests)."""
-    from django.utils.module_loading import import_string
-
-    try:
-        backend = import_string(convlink_settings.get("API_BACKEND", ""))
-    except ImportError:
-        return False  # E011 says so
-    return isinstance(backend, type) and issubclass(backend, SdkBackend)
 
 
 @_registered(deploy=True)
@@ -534,7 +522,7 @@ def check_media(errors: list, warnings: list) -> None:
         errors.append(_error(
             f'{SETTINGS_NAME}["MEDIA_RETENTION_DAYS"] must be None (keep files as long as the site does) '
             f"or a number of days above 0; not {days!r}.", SETTINGS_HINT, 24))
-    if _talks_to_twilio():
+    if calls_twilio():
         warnings.extend(_media_credentials())
 
 
@@ -544,9 +532,43 @@ def check_media_credentials(errors: list, warnings: list) -> None:
     console or locmem backend of development and tests), which ``check_media`` leaves
     quiet: files come only from a real account, but a deployed site must have the
     credentials to fetch them."""
-    if not _talks_to_twilio():
+    if not calls_twilio():
         warnings.extend(_media_credentials())
 
+
+
+@_registered(checks.Tags.security, deploy=True)
+def check_live_twilio(errors: list, warnings: list) -> None:
+    """What a local site rightly does and a deployed one must not: an API backend that
+    does not call Twilio (W013), an AUTH_TOKEN that is no Twilio auth token, such as
+    the Quickstart's local placeholder (W014)."""
+    from django.utils.module_loading import import_string
+
+    path = convlink_settings.get("API_BACKEND", "")
+    try:
+        import_string(path)
+    except ImportError:
+        pass  # E011 says so
+    else:
+        if not calls_twilio():
+            warnings.append(checks.Warning(
+                f"API_BACKEND is {path}, which does not call Twilio: group chats, replies and "
+                "history never reach it.",
+                hint="Remove API_BACKEND (the default calls Twilio through its SDK) where the site "
+                     "is deployed; the console backend is for a laptop without an account.",
+                id="twilio_convlink.W013"))
+    token = convlink_settings.get("AUTH_TOKEN")
+    if token and not _looks_like_auth_token(token):
+        warnings.append(checks.Warning(
+            "AUTH_TOKEN is not a Twilio auth token (32 hexadecimal characters): no request Twilio "
+            "signs will be accepted, and anyone who knows the value can sign one.",
+            hint="Set it to the account's Auth Token from the Twilio Console, from the environment; "
+                 "a placeholder is for a laptop only.",
+            id="twilio_convlink.W014"))
+
+
+def _looks_like_auth_token(token: Any) -> bool:
+    return isinstance(token, str) and len(token) == 32 and all(c in "0123456789abcdefABCDEF" for c in token)
 
 def _media_credentials() -> list[checks.CheckMessage]:
     """W012 when MEDIA_DOWNLOAD is on without credentials for the media service."""

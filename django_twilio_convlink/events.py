@@ -20,7 +20,7 @@ from django.utils.dateparse import parse_datetime
 
 from .conf import convlink_settings
 
-# Re-exported: README.rst and sites import the exceptions from here too.
+# Re-exported: the documentation and sites import the exceptions from here too.
 from .exceptions import ForeignAccount as ForeignAccount
 from .exceptions import InvalidPayload as InvalidPayload
 from .exceptions import RefusedEvent as RefusedEvent

@@ -44,7 +44,7 @@ SIGNATURE_HEADER = "X-Twilio-Signature"
 
 @dataclass(frozen=True)
 class Refusal:
-    """Why a request is refused before anything is stored: the status to answer, the
+    """Why a request is rejected before anything is stored: the status to answer, the
     reason to log, the response body, and the URL validated against, once known."""
 
     status: int
@@ -245,7 +245,7 @@ def _signs(validator: RequestValidator, url: str, params: QueryDict, signature: 
     return hmac.compare_digest(computed.encode("utf-8"), signature.encode("utf-8", "surrogatepass"))
 
 
-# The refused requests are counted per day in the site's default cache, never in the
+# The rejected requests are counted per day in the site's default cache, never in the
 # database: strangers must not be able to fill a table (check W008 warns when that
 # cache is per process).
 FORGED_COUNTER = "twilio_convlink:forged:{day}"
@@ -256,7 +256,7 @@ def _forged_key() -> str:
 
 
 def count_forged() -> None:
-    """Count a refused (unsigned or forged) request in the cache, never the database."""
+    """Count a rejected (unsigned or forged) request in the cache, never the database."""
     key = _forged_key()
     try:
         if not cache.add(key, 1, timeout=2 * 86400):

@@ -1,7 +1,7 @@
-"""A first hour on a fresh site (issue #22): ``django-admin startproject``, a booking
-model of the site's own, and the install steps (INSTALLED_APPS, the two concrete
-models, TWILIO_CONVLINK with a placeholder token and the console API backend, the
-URLs, migrate). ``manage.py check`` says nothing about this app; the production advice
+"""A first hour on a fresh site: ``django-admin startproject``, booking models of the
+site's own, and the Quickstart's steps with its own files (docs/snippets: the two
+concrete models, their admin, TWILIO_CONVLINK with the laptop's placeholder token and
+console backend), the URLs, migrate. ``manage.py check`` says nothing about this app; the production advice
 waits for ``check --deploy``; the app's own sample command gets a linked conversation.
 
 Each step is a ``manage.py`` in a fresh interpreter, as a developer types them, on
@@ -11,13 +11,20 @@ SQLite in the project's folder.
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "snippets"
+
+# A site's own booking models, shaped as the Quickstart's settings name them.
 BOOKINGS_MODELS = """
 from django.db import models
+
+
+class Tenant(models.Model):
+    name = models.CharField(max_length=100)
+    phone = models.CharField(max_length=30)
 
 
 class Apartment(models.Model):
@@ -28,42 +35,10 @@ class Apartment(models.Model):
 
 
 class Booking(models.Model):
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE)
     apartment = models.ForeignKey(Apartment, on_delete=models.CASCADE)
-    guest_phone = models.CharField(max_length=30)
     start_date = models.DateField()
     end_date = models.DateField()
-"""
-
-MESSAGING_MODELS = """
-from django_twilio_convlink.models import AbstractTwilioConversation, AbstractTwilioMessage
-
-
-class TwilioConversation(AbstractTwilioConversation):
-    pass
-
-
-class TwilioMessage(AbstractTwilioMessage):
-    pass
-"""
-
-SETTINGS = """
-
-INSTALLED_APPS += ["django_twilio_convlink", "bookings", "messaging"]
-
-TWILIO_CONVLINK = {
-    "AUTH_TOKEN": "placeholder-auth-token",  # any value until the site talks to Twilio
-    "API_BACKEND": "django_twilio_convlink.api.ConsoleBackend",
-    "TWILIO_PHONE": "+13153524379",
-    "MANAGER_PHONE": "+15612205252",
-    "CONVERSATION_MODEL": "messaging.TwilioConversation",
-    "MESSAGE_MODEL": "messaging.TwilioMessage",
-    "BOOKING_MODEL": "bookings.Booking",
-    "APARTMENT_MODEL": "bookings.Apartment",
-    "BOOKING_PHONE_FIELD": "guest_phone",
-    "BOOKING_APARTMENT_FIELD": "apartment",
-    "BOOKING_START_FIELD": "start_date",
-    "BOOKING_END_FIELD": "end_date",
-}
 """
 
 URLS = """
@@ -78,10 +53,11 @@ urlpatterns = [
 
 A_STAY = """
 import datetime
-from bookings.models import Apartment, Booking
+from bookings.models import Apartment, Booking, Tenant
 today = datetime.date.today()
 Booking.objects.create(apartment=Apartment.objects.create(name="Harbor View 4B"),
-                       guest_phone="(415) 555-0142", start_date=today, end_date=today)
+                       tenant=Tenant.objects.create(name="Ana", phone="(415) 555-0142"),
+                       start_date=today, end_date=today)
 """
 
 # The customer's conversation (the group chat the console backend "made" is the other one).
@@ -99,12 +75,16 @@ def site(tmp_path_factory) -> Path:
     root.mkdir()
     subprocess.run([sys.executable, "-m", "django", "startproject", "mysite", str(root)], check=True,
                    env=clean_env(), timeout=120)
-    for app, models in (("bookings", BOOKINGS_MODELS), ("messaging", MESSAGING_MODELS)):
+    for app in ("bookings", "messaging"):
         (root / app).mkdir()
         (root / app / "__init__.py").write_text("")
-        (root / app / "models.py").write_text(textwrap.dedent(models))
+    (root / "bookings" / "models.py").write_text(BOOKINGS_MODELS)
+    # The Quickstart's own files, as its pages include them.
+    (root / "messaging" / "models.py").write_text((DOCS / "messaging_models.py").read_text())
+    (root / "messaging" / "admin.py").write_text((DOCS / "messaging_admin.py").read_text())
     with open(root / "mysite" / "settings.py", "a") as settings:
-        settings.write(SETTINGS)
+        settings.write('\nINSTALLED_APPS += ["django_twilio_convlink", "bookings", "messaging"]\n')
+        settings.write((DOCS / "settings.py").read_text())
     (root / "mysite" / "urls.py").write_text(URLS)
     return root
 
@@ -112,7 +92,8 @@ def site(tmp_path_factory) -> Path:
 def clean_env() -> dict[str, str]:
     # Not the test suite's settings or database: the project's own, as on a laptop.
     return {key: value for key, value in os.environ.items()
-            if key not in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "PYTHONPATH")}
+            if key not in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "PYTHONPATH", "TWILIO_ACCOUNT_SID",
+                           "TWILIO_AUTH_TOKEN")}
 
 
 def manage(site: Path, *args: str) -> subprocess.CompletedProcess:
@@ -130,8 +111,9 @@ def test_check_is_quiet_and_check_deploy_gives_the_production_advice(site):
     advice = manage(site, "check", "--deploy").stderr
     assert "twilio_convlink.W007" in advice  # no worker: Django's default immediate task backend
     assert "twilio_convlink.W008" in advice  # Django's default cache is per process
-    # No credentials for the media service: the console backend talks to no Twilio yet.
-    assert "twilio_convlink.W012" in advice
+    # The Quickstart's laptop settings, which a deployed site must not keep.
+    assert "twilio_convlink.W013" in advice  # the console backend calls no Twilio
+    assert "twilio_convlink.W014" in advice  # the placeholder is no Twilio auth token
 
 
 def test_the_sample_command_gets_a_linked_conversation(site):

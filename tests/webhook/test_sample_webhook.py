@@ -152,3 +152,23 @@ def test_over_http_the_reason_is_the_answer_the_server_gave(site_server, monkeyp
 def test_over_http_an_unreachable_server_is_named():
     with pytest.raises(CommandError, match=r"Could not reach http://127.0.0.1:9/twilio/webhook/ .*--url"):
         send("--url", "http://127.0.0.1:9/twilio/webhook/")
+
+
+def test_a_site_that_calls_twilio_is_refused_unless_asked(settings):
+    # A made-up customer on a real account would get a real group chat and text the manager.
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK,
+                                "API_BACKEND": "django_twilio_convlink.api.SdkBackend"}
+    with pytest.raises(CommandError, match="--allow-twilio-calls"):
+        send()
+    assert not WebhookDelivery.objects.exists()
+
+
+def test_a_url_that_is_no_http_url_is_named():
+    with pytest.raises(CommandError, match="must be an http:// or https:// URL"):
+        send("--url", "127.0.0.1:8000/twilio/webhook/")
+
+
+def test_over_http_a_redirect_is_not_followed(site_server):
+    # APPEND_SLASH's redirect, which urllib would follow with a GET.
+    with pytest.raises(CommandError, match="/admin answered 301, not 200: a redirect to /admin/: give that URL"):
+        send("--url", f"{site_server}/admin")

@@ -7,6 +7,10 @@
     python manage.py send_sample_webhook --conversation-sid CH... --index 1   # same conversation
     python manage.py send_sample_webhook --wrong-signature                   # see a 403
 
+In this process it refuses a site whose API_BACKEND calls Twilio (the sample would get
+a real group chat and text the manager) unless given --allow-twilio-calls; with --url
+the running server's settings decide.
+
 By default it posts what Twilio sends when a customer texts the site's number: an
 ``onConversationAdded`` (whose binding names the customer's phone) and the customer's
 ``onMessageAdded``. It posts them in this process, through Django's test client, to
@@ -42,10 +46,11 @@ from django.test import Client
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
+from ...api import calls_twilio
 from ...conf import SETTINGS_NAME, convlink_settings
 from ...linking.lookup import get_booking_from_phone
 from ...swappable import get_conversation_model
-from ...testing import post_signed, signature, signing_token
+from ...testing import post_signed, sample_delivery, signature, signing_token
 
 DEFAULT_PHONE = "+14155550142"
 BOTH = "both"
@@ -96,21 +101,11 @@ def conversation_added(conversation_sid: str, phone: str) -> dict[str, str]:
 def message_added(conversation_sid: str, phone: str, body: str, *, index: int = 0,
                   message_sid: str | None = None) -> dict[str, str]:
     """The customer's SMS, as its conversation's message number ``index``."""
-    return {
-        "AccountSid": convlink_settings.ACCOUNT_SID or SAMPLE_ACCOUNT_SID,
-        "EventType": "onMessageAdded",
-        "Source": "SMS",
-        "RetryCount": "0",
-        "ConversationSid": conversation_sid,
-        "MessageSid": message_sid or new_sid("IM"),
-        "MessagingServiceSid": SAMPLE_MESSAGING_SERVICE_SID,
-        "ParticipantSid": SAMPLE_PARTICIPANT_SID,
-        "Index": str(index),
-        "DateCreated": twilio_timestamp(),
-        "Author": phone,
-        "Body": body,
-        "Attributes": "{}",
-    }
+    return sample_delivery(
+        AccountSid=convlink_settings.ACCOUNT_SID or SAMPLE_ACCOUNT_SID, ConversationSid=conversation_sid,
+        MessageSid=message_sid or new_sid("IM"), MessagingServiceSid=SAMPLE_MESSAGING_SERVICE_SID,
+        ParticipantSid=SAMPLE_PARTICIPANT_SID, Index=str(index), DateCreated=twilio_timestamp(),
+        Author=phone, Body=body)
 
 
 def sample_body(phone: str) -> str:
@@ -151,6 +146,11 @@ def app_warnings() -> Iterator[list[str]]:
         yield handler.messages
     finally:
         logger.removeHandler(handler)
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # urllib then raises HTTPError with the 3xx
 
 
 def allowed_host() -> str:
@@ -195,6 +195,9 @@ class Command(BaseCommand):
                             help="The message's position in its conversation (default 0).")
         parser.add_argument("--wrong-signature", action="store_true",
                             help="Sign with a wrong token, to see the site reject it with 403.")
+        parser.add_argument("--allow-twilio-calls", action="store_true",
+                            help="Post in this process although API_BACKEND calls Twilio: the sample "
+                                 "then makes a real group chat and texts the manager (default: refused).")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not convlink_settings.AUTH_TOKEN:
@@ -214,6 +217,13 @@ class Command(BaseCommand):
 
         url: str | None = options["url"]
         wrong = options["wrong_signature"]
+        if not url and not wrong and calls_twilio() and not options["allow_twilio_calls"]:
+            # A sample is a made-up customer: on a site with a real account it would get a
+            # real group chat, and its text would reach the manager's (and its own) phone.
+            raise CommandError(
+                "API_BACKEND calls Twilio (the SDK backend): posted here, the sample would create a real "
+                "group chat and text the manager. Use it on a site with the console backend, or give "
+                "--allow-twilio-calls if that is what you want.")
         for data in deliveries:
             answer = self.post_http(url, data, wrong) if url else self.post_here(data, wrong)
             sids = ", ".join(data[key] for key in ("ConversationSid", "MessageSid") if key in data)
@@ -242,25 +252,35 @@ class Command(BaseCommand):
         url = public_url() or f"{'https' if secure else 'http'}://{host}{path}"
         token = WRONG_TOKEN if wrong else signing_token()
         with app_warnings() as logged:
-            response = post_signed(Client(), path, data, secret=token, url=url, secure=secure, HTTP_HOST=host)
+            # A site's middleware that raises must read as "answered 500", not as a traceback.
+            response = post_signed(Client(raise_request_exception=False), path, data, secret=token, url=url,
+                                   secure=secure, HTTP_HOST=host)
         text = response.content.decode(errors="replace").strip() if response.status_code >= 400 else ""
         return Answer(response.status_code, text, logged, url)
 
     def post_http(self, url: str, data: dict[str, str], wrong: bool) -> Answer:
         token = WRONG_TOKEN if wrong else signing_token()
+        if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+            raise CommandError(f"--url must be an http:// or https:// URL, not {url!r}.")
         request = urllib.request.Request(
             url, data=urllib.parse.urlencode(data).encode(), method="POST",
             headers={"Content-Type": "application/x-www-form-urlencoded", "User-Agent": "TwilioProxy/1.1",
                      "X-Twilio-Signature": signature(public_url() or url, data, token)})
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            # Not following redirects: urllib would follow a 301 (APPEND_SLASH,
+            # SECURE_SSL_REDIRECT) with a GET, and Twilio does not follow them either.
+            with urllib.request.build_opener(_NoRedirects).open(request, timeout=10) as response:
                 status, body = response.status, response.read()
         except urllib.error.HTTPError as exc:
             status, body = exc.code, exc.read()
+            if 300 <= status < 400:
+                body = f"a redirect to {exc.headers.get('Location')}: give that URL".encode()
         except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
             raise CommandError(f"Could not reach {url} ({getattr(exc, 'reason', exc)}). Is the site "
                                "running? Without --url the command posts in this process.") from None
-        return Answer(status, body.decode(errors="replace").strip(), [], public_url() or url)
+        # A DEBUG error page is HTML of many kilobytes: its start says enough.
+        text = body.decode(errors="replace").strip()
+        return Answer(status, text[:300] + ("..." if len(text) > 300 else ""), [], public_url() or url)
 
     def failure(self, answer: Answer, expected: int, url: str | None) -> str:
         where = url or "the webhook (in this process)"
