@@ -53,7 +53,7 @@ TEMPLATES = [{
     ]},
 }]
 
-AUTH_TOKEN = "test-auth-token-0123456789abcdef"
+AUTH_TOKEN = "7e570a1b2c3d4e5f60718293a4b5c6d7"
 
 TWILIO_CONVLINK = {
     "ACCOUNT_SID": "AC0123456789abcdef0123456789abcdef",

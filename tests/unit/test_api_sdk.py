@@ -25,7 +25,7 @@ from django_twilio_convlink.api import (
 )
 
 ACCOUNT_SID = "AC0123456789abcdef0123456789abcdef"
-AUTH_TOKEN = "test-auth-token-0123456789abcdef"
+AUTH_TOKEN = "7e570a1b2c3d4e5f60718293a4b5c6d7"
 API = "https://conversations.twilio.com/v1"
 
 CUSTOMER = "+14155550142"

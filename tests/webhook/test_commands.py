@@ -162,9 +162,11 @@ def shared_cache(settings, tmp_path):
 
 
 def test_detailed_status_names_webhook_url(settings, shared_cache):
-    # A worker (the database queue) and a shared cache: no deployment check has advice either.
+    # A worker (the database queue), a shared cache and the SDK backend (this command
+    # calls no API): no deployment check has advice either.
     settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "WEBHOOK_URL": "https://x.example/t/",
-                                "TASK_BACKEND": "database"}
+                                "TASK_BACKEND": "database",
+                                "API_BACKEND": "django_twilio_convlink.api.SdkBackend"}
     out = run("check_twilio_status", "--detailed")
     assert "validated against WEBHOOK_URL: https://x.example/t/" in out
     assert "No problems found." in out

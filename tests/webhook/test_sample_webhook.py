@@ -170,5 +170,5 @@ def test_a_url_that_is_no_http_url_is_named():
 
 def test_over_http_a_redirect_is_not_followed(site_server):
     # APPEND_SLASH's redirect, which urllib would follow with a GET.
-    with pytest.raises(CommandError, match="/admin answered 301, not 200: a redirect to /admin/: give that URL"):
+    with pytest.raises(CommandError, match="/admin answered 301, not 200: a redirect to /admin/: give that"):
         send("--url", f"{site_server}/admin")
