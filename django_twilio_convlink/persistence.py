@@ -112,6 +112,9 @@ def find_conversation(conversation_sid: str, message_sid: str
         row[index] = value
     fields = len(compiled.attnames)
     conversation = manager.model.from_db(alias, compiled.attnames, row[:fields])
+    # The annotations on the instance too, as a QuerySet leaves them (the ORM branch above).
+    setattr(conversation, "_convlink_stored_in", row[fields])  # noqa: B010 - annotations, as the ORM's
+    setattr(conversation, "_convlink_receipts_waiting", row[fields + 1])  # noqa: B010
     return conversation, _key_of(Message, row[fields]), bool(row[fields + 1])
 
 
