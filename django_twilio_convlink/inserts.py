@@ -103,7 +103,8 @@ def _plain(cls: type[models.Model]) -> bool:
     return (cls.save in PLAIN_SAVES and cls.save_base is models.Model.save_base
             and cls._save_table is models.Model._save_table  # type: ignore[attr-defined]
             and cls._do_insert is models.Model._do_insert  # type: ignore[attr-defined]
-            and type(cls._base_manager.get_queryset())._insert is QuerySet._insert  # type: ignore[attr-defined]
+            # The manager's queryset class, not get_queryset(): one QuerySet fewer per row.
+            and getattr(cls._base_manager, "_queryset_class", QuerySet)._insert is QuerySet._insert  # type: ignore
             and not signals.pre_save.has_listeners(cls) and not signals.post_save.has_listeners(cls))
 
 
