@@ -41,3 +41,5 @@ html_static_path: list[str] = []
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_default_options = {"undoc-members": False}
+# Literal dashes: "--url" and "--deploy" are options, never en dashes.
+smartquotes = False
