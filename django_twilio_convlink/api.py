@@ -387,14 +387,14 @@ def get_api_backend() -> BaseApiBackend:
 
 
 def calls_twilio() -> bool:
-    """Whether API_BACKEND is the SDK's (or a subclass of it): the site calls Twilio,
-    rather than printing the calls (ConsoleBackend, development) or keeping them
-    (LocmemBackend, tests). False too for a path that does not import (check E011)."""
+    """Whether API_BACKEND calls Twilio: any backend but the ones that print the calls
+    (ConsoleBackend, development) or keep them (LocmemBackend, tests), a site's own
+    included. False too for a path that does not import (check E011)."""
     try:
         backend = import_string(convlink_settings.get("API_BACKEND", ""))
     except ImportError:
         return False
-    return isinstance(backend, type) and issubclass(backend, SdkBackend)
+    return not (isinstance(backend, type) and issubclass(backend, ConsoleBackend | LocmemBackend))
 
 
 @receiver(setting_changed)

@@ -536,7 +536,6 @@ def check_media_credentials(errors: list, warnings: list) -> None:
         warnings.extend(_media_credentials())
 
 
-
 @_registered(checks.Tags.security, deploy=True)
 def check_live_twilio(errors: list, warnings: list) -> None:
     """What a local site rightly does and a deployed one must not: an API backend that
@@ -557,18 +556,37 @@ def check_live_twilio(errors: list, warnings: list) -> None:
                 hint="Remove API_BACKEND (the default calls Twilio through its SDK) where the site "
                      "is deployed; the console backend is for a laptop without an account.",
                 id="twilio_convlink.W013"))
-    token = convlink_settings.get("AUTH_TOKEN")
-    if token and not _looks_like_auth_token(token):
+    if not convlink_settings.get("VALIDATE_SIGNATURE", True):
+        return  # W001 says what matters then: nothing is validated at all
+    wrong = [key for key, tokens in _signing_tokens() if any(not _looks_like_auth_token(t) for t in tokens)]
+    if wrong:
         warnings.append(checks.Warning(
-            "AUTH_TOKEN is not a Twilio auth token (32 hexadecimal characters): no request Twilio "
-            "signs will be accepted, and anyone who knows the value can sign one.",
-            hint="Set it to the account's Auth Token from the Twilio Console, from the environment; "
-                 "a placeholder is for a laptop only.",
+            f"{' and '.join(wrong)} holds a value that is no Twilio auth token (32 hexadecimal "
+            "characters): no request Twilio signs with it, and anyone who knows the value can sign one.",
+            hint="Set the account's Auth Token from the Twilio Console, from the environment; a "
+                 "placeholder is for a laptop only.",
             id="twilio_convlink.W014"))
+
+
+def _signing_tokens() -> list[tuple[str, list[Any]]]:
+    """The tokens each setting holds that signatures are checked with (a string or a list)."""
+    def listed(value: Any) -> list[Any]:
+        if isinstance(value, str):
+            return [value] if value else []
+        return [v for v in value if v] if isinstance(value, list | tuple) else []
+
+    subaccounts = convlink_settings.get("SUBACCOUNT_AUTH_TOKENS") or {}
+    return [(key, tokens) for key, tokens in (
+        ("AUTH_TOKEN", listed(convlink_settings.get("AUTH_TOKEN"))),
+        ("SECONDARY_AUTH_TOKENS", listed(convlink_settings.get("SECONDARY_AUTH_TOKENS"))),
+        ("SUBACCOUNT_AUTH_TOKENS", [t for value in (subaccounts.values() if isinstance(subaccounts, dict)
+                                                    else ()) for t in listed(value)]),
+    ) if tokens]
 
 
 def _looks_like_auth_token(token: Any) -> bool:
     return isinstance(token, str) and len(token) == 32 and all(c in "0123456789abcdefABCDEF" for c in token)
+
 
 def _media_credentials() -> list[checks.CheckMessage]:
     """W012 when MEDIA_DOWNLOAD is on without credentials for the media service."""

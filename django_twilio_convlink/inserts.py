@@ -103,9 +103,17 @@ def _plain(cls: type[models.Model]) -> bool:
     return (cls.save in PLAIN_SAVES and cls.save_base is models.Model.save_base
             and cls._save_table is models.Model._save_table  # type: ignore[attr-defined]
             and cls._do_insert is models.Model._do_insert  # type: ignore[attr-defined]
-            # The manager's queryset class, not get_queryset(): one QuerySet fewer per row.
-            and getattr(cls._base_manager, "_queryset_class", QuerySet)._insert is QuerySet._insert  # type: ignore
+            and _plain_manager(cls._base_manager)
             and not signals.pre_save.has_listeners(cls) and not signals.post_save.has_listeners(cls))
+
+
+def _plain_manager(manager: models.Manager) -> bool:
+    # Django's own Manager (a base_manager_name may name another): its queryset class
+    # read from the class, not get_queryset(), which would make a QuerySet per row.
+    kind = type(manager)
+    return (kind._insert is models.Manager._insert  # type: ignore[attr-defined]
+            and kind.get_queryset is models.Manager.get_queryset
+            and getattr(manager, "_queryset_class", None) is QuerySet)
 
 
 @lru_cache(maxsize=32)

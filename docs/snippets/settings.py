@@ -16,11 +16,11 @@ TWILIO_CONVLINK = {
     "BOOKING_END_FIELD": "end_date",  # prefer the stay that includes today
 }
 
-if DEBUG and not TWILIO_CONVLINK["AUTH_TOKEN"]:  # noqa: F821 - DEBUG is set above
-    # On a laptop without an account: the sample command signs with the same value.
-    # Never in production: with DEBUG off a missing token stops every command (E007).
+if DEBUG and not TWILIO_CONVLINK["AUTH_TOKEN"]:
+    # A laptop without an account: sign with a placeholder (the sample command signs
+    # with the same value), log the Twilio calls instead of making them, download no
+    # files. Never in production: with DEBUG off a missing token stops every command
+    # (E007).
     TWILIO_CONVLINK["AUTH_TOKEN"] = "local-placeholder-token"
-if DEBUG and not TWILIO_CONVLINK["ACCOUNT_SID"]:  # noqa: F821
-    # No account: log the Twilio calls instead of making them, download no files.
     TWILIO_CONVLINK["API_BACKEND"] = "django_twilio_convlink.api.ConsoleBackend"
     TWILIO_CONVLINK["MEDIA_DOWNLOAD"] = False

@@ -4,6 +4,8 @@ import pytest
 from django.core.checks import run_checks
 from django.core.management import call_command
 
+from django_twilio_convlink.api import BaseApiBackend
+
 SDK = "django_twilio_convlink.api.SdkBackend"
 
 
@@ -447,3 +449,34 @@ def test_w012_waits_for_deploy_on_a_site_that_does_not_call_twilio(shared_cache,
     with override_settings(TWILIO_CONVLINK={**settings.TWILIO_CONVLINK, **site}):
         found = [m.id for m in check_settings(deploy=True) if m.id == "twilio_convlink.W012"]
     assert found == ["twilio_convlink.W012"]
+
+
+HEX_TOKEN = "0123456789abcdef0123456789ABCDEF"
+
+
+@pytest.mark.parametrize(("changes", "w014"), [
+    ({"AUTH_TOKEN": HEX_TOKEN}, False),
+    ({"AUTH_TOKEN": [HEX_TOKEN, HEX_TOKEN.lower()]}, False),  # a list, as the signature check takes
+    ({"AUTH_TOKEN": "local-placeholder-token"}, True),
+    ({"AUTH_TOKEN": HEX_TOKEN, "SECONDARY_AUTH_TOKENS": ["placeholder"]}, True),
+    ({"AUTH_TOKEN": HEX_TOKEN, "SUBACCOUNT_AUTH_TOKENS": {"AC" + "1" * 32: "placeholder"}}, True),
+    # Nothing is validated at all: W001 says so, a word about the token would mislead.
+    ({"AUTH_TOKEN": "placeholder", "VALIDATE_SIGNATURE": False}, False),
+])
+def test_w014_names_a_signing_token_that_is_no_twilio_token(changes, w014):
+    assert ("twilio_convlink.W014" in ids(deploy=True, **changes)) is w014
+    assert "twilio_convlink.W014" not in ids(**changes)  # a deployment check only
+
+
+class SitesOwnBackend(BaseApiBackend):
+    """A site's own backend, which calls Twilio its own way."""
+
+
+@pytest.mark.parametrize(("backend", "w013"), [
+    ("django_twilio_convlink.api.SdkBackend", False),
+    (f"{__name__}.SitesOwnBackend", False),
+    ("django_twilio_convlink.api.ConsoleBackend", True),
+    ("django_twilio_convlink.api.LocmemBackend", True),
+])
+def test_w013_names_a_backend_that_does_not_call_twilio(backend, w013):
+    assert ("twilio_convlink.W013" in ids(deploy=True, API_BACKEND=backend)) is w013

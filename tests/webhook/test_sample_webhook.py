@@ -163,9 +163,27 @@ def test_a_site_that_calls_twilio_is_refused_unless_asked(settings):
     assert not WebhookDelivery.objects.exists()
 
 
-def test_a_url_that_is_no_http_url_is_named():
+@pytest.mark.parametrize(("args", "outcome"), [
+    (["--wrong-signature"], "Rejected with 403, as it should be."),  # nothing is stored, nothing called
+    (["--event", "onConversationAdded"], "not linked to a booking"),  # no message to forward
+])
+def test_a_sample_that_forwards_nothing_is_posted_on_a_site_that_calls_twilio(settings, args, outcome):
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK,
+                                "API_BACKEND": "django_twilio_convlink.api.SdkBackend"}
+    assert outcome in send(*args)
+
+
+def test_without_the_group_chat_a_sample_is_posted_on_a_site_that_calls_twilio(settings):
+    settings.TWILIO_CONVLINK = {**settings.TWILIO_CONVLINK, "GROUP_CHAT": False,
+                                "API_BACKEND": "django_twilio_convlink.api.SdkBackend"}
+    send()
+    assert ChatConversation.objects.get().messages.count() == 1
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8000/twilio/webhook/", "http://[::1"])
+def test_a_url_that_is_no_http_url_is_named(url):
     with pytest.raises(CommandError, match="must be an http:// or https:// URL"):
-        send("--url", "127.0.0.1:8000/twilio/webhook/")
+        send("--url", url)
 
 
 def test_over_http_a_redirect_is_not_followed(site_server):

@@ -148,6 +148,12 @@ def app_warnings() -> Iterator[list[str]]:
         logger.removeHandler(handler)
 
 
+def _start(text: str) -> str:
+    # A DEBUG error page is HTML of many kilobytes: its start says enough.
+    text = text.strip()
+    return text[:300] + ("..." if len(text) > 300 else "")
+
+
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args: Any, **kwargs: Any) -> None:
         return None  # urllib then raises HTTPError with the 3xx
@@ -217,7 +223,10 @@ class Command(BaseCommand):
 
         url: str | None = options["url"]
         wrong = options["wrong_signature"]
-        if not url and not wrong and calls_twilio() and not options["allow_twilio_calls"]:
+        # Only the group chat calls Twilio for a sample (it has no files): its forward.
+        forwarded = convlink_settings.GROUP_CHAT and any(
+            data["EventType"] == "onMessageAdded" for data in deliveries)
+        if not url and not wrong and forwarded and calls_twilio() and not options["allow_twilio_calls"]:
             # A sample is a made-up customer: on a site with a real account it would get a
             # real group chat, and its text would reach the manager's (and its own) phone.
             raise CommandError(
@@ -255,12 +264,16 @@ class Command(BaseCommand):
             # A site's middleware that raises must read as "answered 500", not as a traceback.
             response = post_signed(Client(raise_request_exception=False), path, data, secret=token, url=url,
                                    secure=secure, HTTP_HOST=host)
-        text = response.content.decode(errors="replace").strip() if response.status_code >= 400 else ""
+        text = _start(response.content.decode(errors="replace")) if response.status_code >= 400 else ""
         return Answer(response.status_code, text, logged, url)
 
     def post_http(self, url: str, data: dict[str, str], wrong: bool) -> Answer:
         token = WRONG_TOKEN if wrong else signing_token()
-        if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        try:
+            scheme = urllib.parse.urlsplit(url).scheme
+        except ValueError:  # "http://[::1": a bracket never closed
+            scheme = ""
+        if scheme not in ("http", "https"):
             raise CommandError(f"--url must be an http:// or https:// URL, not {url!r}.")
         request = urllib.request.Request(
             url, data=urllib.parse.urlencode(data).encode(), method="POST",
@@ -278,9 +291,7 @@ class Command(BaseCommand):
         except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
             raise CommandError(f"Could not reach {url} ({getattr(exc, 'reason', exc)}). Is the site "
                                "running? Without --url the command posts in this process.") from None
-        # A DEBUG error page is HTML of many kilobytes: its start says enough.
-        text = body.decode(errors="replace").strip()
-        return Answer(status, text[:300] + ("..." if len(text) > 300 else ""), [], public_url() or url)
+        return Answer(status, _start(body.decode(errors="replace")), [], public_url() or url)
 
     def failure(self, answer: Answer, expected: int, url: str | None) -> str:
         where = url or "the webhook (in this process)"
