@@ -24,6 +24,7 @@ from django.core import checks
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import models
 
+from .accounts import subaccount_tokens
 from .api import calls_twilio
 from .conf import DEFAULTS, SETTINGS_NAME, TWILIO_OPT_IN_KEYWORDS, TWILIO_OPT_OUT_KEYWORDS, convlink_settings
 from .events import ACCOUNT_SID
@@ -575,12 +576,11 @@ def _signing_tokens() -> list[tuple[str, list[Any]]]:
             return [value] if value else []
         return [v for v in value if v] if isinstance(value, list | tuple) else []
 
-    subaccounts = convlink_settings.get("SUBACCOUNT_AUTH_TOKENS") or {}
     return [(key, tokens) for key, tokens in (
         ("AUTH_TOKEN", listed(convlink_settings.get("AUTH_TOKEN"))),
         ("SECONDARY_AUTH_TOKENS", listed(convlink_settings.get("SECONDARY_AUTH_TOKENS"))),
-        ("SUBACCOUNT_AUTH_TOKENS", [t for value in (subaccounts.values() if isinstance(subaccounts, dict)
-                                                    else ()) for t in listed(value)]),
+        # As the signature check reads them (keys that are no account SID are E019's).
+        ("SUBACCOUNT_AUTH_TOKENS", [t for tokens in subaccount_tokens().values() for t in tokens]),
     ) if tokens]
 
 
